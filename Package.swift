@@ -1,0 +1,150 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "do-storage",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "do-storage", targets: ["do-storage"]),
+        .executable(name: "do-sim", targets: ["do-sim"]),
+        .executable(name: "do-storage-bench", targets: ["do-storage-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+    ],
+    targets: [
+        // System libraries.
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(
+            name: "CUdev", pkgConfig: "libudev",
+            providers: [.apt(["libudev-dev"])]),
+
+        // DigitalOcean API: models, errors, the client over an HTTP-transport seam, the metadata client.
+        .target(
+            name: "DigitalOcean",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        // The libcurl implementation of the HTTP-transport seam.
+        .target(
+            name: "CurlTransport",
+            dependencies: [
+                "CCurl", "DigitalOcean",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        // udev device watcher, filesystem probe and mount(2).
+        .target(
+            name: "HostDevices",
+            dependencies: [
+                "CUdev", "VolumeService",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: swiftSettings),
+        // The orchestration: mount/unmount/create/remove, persisted state, the seam protocols.
+        .target(
+            name: "VolumeService",
+            dependencies: [
+                "DigitalOcean",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        // Docker's VolumeDriver wire format and routes.
+        .target(
+            name: "VolumePlugin",
+            dependencies: [
+                "VolumeService",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        // Configuration and assembly of the concrete parts (kept out of main so tests inject configuration).
+        .target(
+            name: "PluginApp",
+            dependencies: [
+                "VolumePlugin", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "do-storage",
+            dependencies: ["PluginApp"],
+            swiftSettings: swiftSettings),
+
+        // The DigitalOcean simulator (tests, demo, benchmarks).
+        .target(
+            name: "DOSimulator",
+            dependencies: [
+                "DigitalOcean",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "do-sim",
+            dependencies: [
+                "DOSimulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "do-storage-bench",
+            dependencies: [
+                "DOSimulator", "PluginApp", "VolumeService", "VolumePlugin",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+
+        // Fakes and harnesses shared by the test targets.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "DOSimulator", "VolumeService", "DigitalOcean",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+
+        .testTarget(name: "DigitalOceanTests", dependencies: ["DigitalOcean", "CurlTransport", "DOSimulator"]),
+        .testTarget(name: "VolumeServiceTests", dependencies: ["VolumeService", "DigitalOcean", "DOSimulator", "TestSupport"]),
+        .testTarget(
+            name: "VolumePluginTests",
+            dependencies: [
+                "VolumePlugin", "VolumeService", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
+        .testTarget(name: "DOSimulatorTests", dependencies: ["DOSimulator", "DigitalOcean", "CurlTransport"]),
+        .testTarget(name: "HostDevicesTests", dependencies: ["HostDevices", "VolumeService"]),
+        .testTarget(name: "PluginAppTests", dependencies: ["PluginApp"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["DOSimulator", "DigitalOcean", "CurlTransport", "do-storage"]),
+    ]
+)

@@ -1,0 +1,74 @@
+import DigitalOcean
+import NIOConcurrencyHelpers
+
+/// The simulated API called in-process, with the errors the HTTP client would produce: fast, faithful fakes for
+/// orchestration tests and benchmarks that do not need the network path.
+public struct InProcessAPI: Sendable {
+    public let world: SimulatorWorld
+    /// Counts calls, for tests that assert on API usage.
+    public let calls = CallCounter()
+
+    public init(world: SimulatorWorld) {
+        self.world = world
+    }
+
+    public func volumes(named name: String?, region: String?) async throws -> [Volume] {
+        calls.add("GET /v2/volumes")
+        return await world.listVolumes(name: name, region: region)
+    }
+
+    public func volume(id: String) async throws -> Volume {
+        calls.add("GET /v2/volumes/{id}")
+        return try await map("GET /v2/volumes/\(id)") { () async throws(SimError) in try await world.volume(id: id) }
+    }
+
+    public func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        calls.add("POST /v2/volumes/{id}/actions")
+        return try await map("POST /v2/volumes/\(volumeID)/actions") { () async throws(SimError) in
+            try await world.startAction(
+                volumeID: volumeID, request: VolumeActionRequest(type: "attach", dropletID: dropletID, region: region))
+        }
+    }
+
+    public func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        calls.add("POST /v2/volumes/{id}/actions")
+        return try await map("POST /v2/volumes/\(volumeID)/actions") { () async throws(SimError) in
+            try await world.startAction(
+                volumeID: volumeID, request: VolumeActionRequest(type: "detach", dropletID: dropletID, region: region))
+        }
+    }
+
+    public func action(volumeID: String, actionID: Int) async throws -> Action {
+        calls.add("GET /v2/volumes/{id}/actions/{action}")
+        return try await map("GET /v2/volumes/\(volumeID)/actions/\(actionID)") { () async throws(SimError) in
+            try await world.action(id: actionID, volumeID: volumeID)
+        }
+    }
+
+    private func map<T>(_ operation: String, _ body: () async throws(SimError) -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            let code: DOError.Code =
+                switch error.status {
+                case 404: .notFound
+                case 409: .conflict
+                case 422: .unprocessable
+                default: .server
+                }
+            throw DOError(code: code, status: error.status, id: error.id, message: error.message, operation: operation)
+        }
+    }
+}
+
+/// A thread-safe tally of calls by name.
+public final class CallCounter: Sendable {
+    private let counts = NIOLockedValueBox<[String: Int]>([:])
+
+    public init() {}
+
+    public func add(_ name: String) { counts.withLockedValue { $0[name, default: 0] += 1 } }
+    public var total: Int { counts.withLockedValue { $0.values.reduce(0, +) } }
+    public var byName: [String: Int] { counts.withLockedValue { $0 } }
+    public func reset() { counts.withLockedValue { $0 = [:] } }
+}

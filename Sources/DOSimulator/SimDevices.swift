@@ -1,0 +1,132 @@
+import DigitalOcean
+import Foundation
+import Subprocess
+
+/// What happens on a simulated droplet when a volume is attached or detached.
+public protocol SimDeviceBackend: Sendable {
+    /// Makes the volume's storage; formats it when `filesystem` is given, as DigitalOcean does.
+    func create(volumeID: String, name: String, sizeGigabytes: Int, filesystem: String?, label: String) async throws
+    /// Makes `<droplet.deviceDirectory>/scsi-0DO_Volume_<name>` appear.
+    func attach(volumeID: String, name: String, droplet: SimDroplet) async throws
+    /// Makes it disappear.
+    func detach(volumeID: String, name: String, droplet: SimDroplet) async throws
+    func delete(volumeID: String, name: String) async throws
+}
+
+/// Devices as plain files, for tests that run without root: the link points at the volume's backing file.
+public struct FileDeviceBackend: SimDeviceBackend {
+    public let dataDirectory: String
+    /// Called after every link change: the test's stand-in for a udev event.
+    private let onChange: @Sendable () -> Void
+
+    public init(dataDirectory: String, onChange: @escaping @Sendable () -> Void = {}) {
+        self.dataDirectory = dataDirectory
+        self.onChange = onChange
+    }
+
+    func backingFile(_ volumeID: String) -> String { "\(dataDirectory)/\(volumeID).img" }
+
+    public func create(volumeID: String, name: String, sizeGigabytes: Int, filesystem: String?, label: String) async throws {
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        // The first bytes say what the "device" holds, for fakes that probe it.
+        FileManager.default.createFile(atPath: backingFile(volumeID), contents: Data((filesystem ?? "").utf8))
+    }
+
+    public func attach(volumeID: String, name: String, droplet: SimDroplet) async throws {
+        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+        try? FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: backingFile(volumeID))
+        onChange()
+    }
+
+    public func detach(volumeID: String, name: String, droplet: SimDroplet) async throws {
+        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+        try? FileManager.default.removeItem(atPath: link)
+        onChange()
+    }
+
+    public func delete(volumeID: String, name: String) async throws {
+        try? FileManager.default.removeItem(atPath: backingFile(volumeID))
+    }
+}
+
+/// Devices as real loop block devices (needs root): a sparse backing file per volume, `losetup` on attach, and a
+/// `change` uevent once the droplet's link exists, so udev listeners hear of it as they would on a droplet.
+public actor LoopDeviceBackend: SimDeviceBackend {
+    public let dataDirectory: String
+    private var loops: [String: String] = [:]
+
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+    }
+
+    func backingFile(_ volumeID: String) -> String { "\(dataDirectory)/\(volumeID).img" }
+
+    /// The loop devices in use, volume id → /dev/loopN.
+    public var attachedLoops: [String: String] { loops }
+
+    public func create(volumeID: String, name: String, sizeGigabytes: Int, filesystem: String?, label: String) async throws {
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let path = backingFile(volumeID)
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: UInt64(sizeGigabytes) << 30)
+        try handle.close()
+        switch filesystem {
+        case "ext4":
+            var arguments = ["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
+            if !label.isEmpty { arguments += ["-L", String(label.prefix(16))] }
+            try await Self.run("mkfs.ext4", arguments + [path])
+        case "xfs":
+            var arguments = ["-q", "-f"]
+            if !label.isEmpty { arguments += ["-L", String(label.prefix(12))] }
+            try await Self.run("mkfs.xfs", arguments + [path])
+        default:
+            break
+        }
+    }
+
+    public func attach(volumeID: String, name: String, droplet: SimDroplet) async throws {
+        let loop = try await Self.run("losetup", ["--find", "--show", backingFile(volumeID)])
+        loops[volumeID] = loop
+        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+        try? FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: loop)
+        Self.announce(loop)
+    }
+
+    public func detach(volumeID: String, name: String, droplet: SimDroplet) async throws {
+        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+        try? FileManager.default.removeItem(atPath: link)
+        if let loop = loops.removeValue(forKey: volumeID) {
+            Self.announce(loop)
+            try await Self.run("losetup", ["-d", loop])
+        }
+    }
+
+    public func delete(volumeID: String, name: String) async throws {
+        try? FileManager.default.removeItem(atPath: backingFile(volumeID))
+    }
+
+    /// Asks the kernel for a `change` uevent on the device, which udev processes and rebroadcasts.
+    static func announce(_ loop: String) {
+        let device = (loop as NSString).lastPathComponent
+        try? "change".write(toFile: "/sys/class/block/\(device)/uevent", atomically: false, encoding: .utf8)
+    }
+
+    @discardableResult
+    static func run(_ tool: String, _ arguments: [String]) async throws -> String {
+        let result = try await Subprocess.run(
+            .name(tool), arguments: Arguments(arguments), output: .string(limit: 64 * 1024),
+            error: .string(limit: 64 * 1024))
+        guard case .exited(0) = result.terminationStatus else {
+            throw SimDeviceError(message: "\(tool) \(arguments.joined(separator: " ")) failed: \(result.standardError)")
+        }
+        return result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+public struct SimDeviceError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,0 +1,353 @@
+import DigitalOcean
+import Foundation
+import Logging
+
+/// An error the simulated API answers, with DigitalOcean's status, id and message.
+public struct SimError: Error, Sendable, Equatable {
+    public var status: Int
+    public var id: String
+    public var message: String
+
+    public init(status: Int, id: String, message: String) {
+        self.status = status
+        self.id = id
+        self.message = message
+    }
+
+    static func notFound() -> SimError {
+        SimError(status: 404, id: "not_found", message: "The resource you were accessing could not be found.")
+    }
+
+    static func unprocessable(_ message: String) -> SimError {
+        SimError(status: 422, id: "unprocessable_entity", message: message)
+    }
+}
+
+/// How the simulated DigitalOcean behaves.
+public struct SimulatorOptions: Sendable {
+    /// The bearer token the API accepts.
+    public var token: String
+    /// How long an attach or detach action stays in progress. Default 500 ms.
+    public var actionLatency: Duration
+    /// How long after an attach completes the device appears. Default 0.
+    public var deviceDelay: Duration
+    /// Requests a minute before 429. DigitalOcean: 250.
+    public var requestsPerMinute: Int
+    /// Requests an hour before 429. DigitalOcean: 5000.
+    public var requestsPerHour: Int
+    /// Volumes one droplet may have attached. DigitalOcean: 15.
+    public var volumesPerDroplet: Int
+
+    public init(
+        token: String, actionLatency: Duration = .milliseconds(500), deviceDelay: Duration = .zero,
+        requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15
+    ) {
+        self.token = token
+        self.actionLatency = actionLatency
+        self.deviceDelay = deviceDelay
+        self.requestsPerMinute = requestsPerMinute
+        self.requestsPerHour = requestsPerHour
+        self.volumesPerDroplet = volumesPerDroplet
+    }
+}
+
+/// One simulated droplet.
+public struct SimDroplet: Sendable, Equatable {
+    public var id: Int
+    public var name: String
+    public var region: String
+    /// "active" or "off".
+    public var status: String
+    /// Where this droplet's `scsi-0DO_Volume_<name>` links appear.
+    public var deviceDirectory: String
+}
+
+/// An attach or detach as the simulator saw it, for tests and the demo.
+public struct ActionLogEntry: Sendable, Equatable {
+    public var actionID: Int
+    /// "attach" or "detach".
+    public var type: String
+    public var volumeName: String
+    public var dropletID: Int
+    public var status: Action.Status
+    public var started: ContinuousClock.Instant
+    public var completed: ContinuousClock.Instant?
+}
+
+/// The simulated DigitalOcean account: volumes, droplets, asynchronous actions and the devices they make.
+/// The HTTP layer (`SimulatorServer`) and in-process tests both drive it.
+public actor SimulatorWorld {
+    public nonisolated let options: SimulatorOptions
+    let devices: any SimDeviceBackend
+    let logger: Logger
+
+    struct StoredVolume {
+        var volume: Volume
+        var order: Int
+    }
+
+    var volumes: [String: StoredVolume] = [:]
+    var droplets: [Int: SimDroplet] = [:]
+    var actions: [Int: (action: Action, volumeID: String)] = [:]
+    var pendingByDroplet: [Int: Int] = [:]
+    var nextActionID = 36_804_636
+    var nextOrder = 0
+    var erroredActionsToCome = 0
+    public private(set) var actionLog: [ActionLogEntry] = []
+
+    public static let regions: [String: String] = [
+        "nyc1": "New York 1", "nyc3": "New York 3", "sfo3": "San Francisco 3", "ams3": "Amsterdam 3",
+        "fra1": "Frankfurt 1", "lon1": "London 1", "sgp1": "Singapore 1", "tor1": "Toronto 1",
+    ]
+
+    public init(options: SimulatorOptions, devices: any SimDeviceBackend, logger: Logger = Logger(label: "do-sim")) {
+        self.options = options
+        self.devices = devices
+        self.logger = logger
+    }
+
+    // MARK: Test and lab controls
+
+    public func addDroplet(id: Int, name: String? = nil, region: String = "nyc1", deviceDirectory: String) throws {
+        try FileManager.default.createDirectory(atPath: deviceDirectory, withIntermediateDirectories: true)
+        droplets[id] = SimDroplet(
+            id: id, name: name ?? "droplet-\(id)", region: region, status: "active", deviceDirectory: deviceDirectory)
+    }
+
+    public func setDropletStatus(id: Int, status: String) {
+        droplets[id]?.status = status
+    }
+
+    /// The next `count` actions end `errored` instead of `completed`, changing nothing.
+    public func failNextActions(_ count: Int) {
+        erroredActionsToCome = count
+    }
+
+    public func clearActionLog() {
+        actionLog = []
+    }
+
+    /// Detaches every volume and removes every device (the lab's tear-down).
+    public func shutdown() async {
+        for (id, stored) in volumes {
+            for dropletID in stored.volume.dropletIDs {
+                if let droplet = droplets[dropletID] {
+                    try? await devices.detach(volumeID: id, name: stored.volume.name, droplet: droplet)
+                }
+            }
+            volumes[id]?.volume.dropletIDs = []
+        }
+    }
+
+    // MARK: Droplets
+
+    public func droplet(id: Int) throws(SimError) -> SimDroplet {
+        guard let droplet = droplets[id] else { throw .notFound() }
+        return droplet
+    }
+
+    public func dropletVolumeIDs(id: Int) -> [String] {
+        volumes.values.filter { $0.volume.dropletIDs.contains(id) }.sorted { $0.order < $1.order }.map(\.volume.id)
+    }
+
+    // MARK: Volumes
+
+    public func listVolumes(name: String?, region: String?) -> [Volume] {
+        volumes.values
+            .filter { name == nil || $0.volume.name == name }
+            .filter { region == nil || $0.volume.region.slug == region }
+            .sorted { $0.order < $1.order }
+            .map(\.volume)
+    }
+
+    public func volume(id: String) throws(SimError) -> Volume {
+        guard let stored = volumes[id] else { throw .notFound() }
+        return stored.volume
+    }
+
+    public func createVolume(_ request: VolumeCreateRequest) async throws(SimError) -> Volume {
+        guard DigitalOceanNames.isValidVolumeName(request.name) else {
+            throw .unprocessable("failed to create volume: invalid volume name. names must be lowercase and alphanumeric")
+        }
+        guard let regionName = Self.regions[request.region] else {
+            throw .unprocessable("failed to create volume: invalid region \"\(request.region)\"")
+        }
+        guard (1...16384).contains(request.sizeGigabytes) else {
+            throw .unprocessable("failed to create volume: size_gigabytes must be between 1 and 16384")
+        }
+        let filesystem = request.filesystemType.flatMap { $0.isEmpty ? nil : $0 }
+        if let filesystem, filesystem != "ext4", filesystem != "xfs" {
+            throw .unprocessable("failed to create volume: invalid filesystem type \"\(filesystem)\", use ext4 or xfs")
+        }
+        if volumes.values.contains(where: { $0.volume.name == request.name && $0.volume.region.slug == request.region }) {
+            throw SimError(
+                status: 409, id: "conflict",
+                message: "a volume with the name \(request.name) already exists in \(request.region)")
+        }
+        let label = request.filesystemLabel.flatMap { $0.isEmpty ? nil : $0 } ?? ""
+        let volume = Volume(
+            id: UUID().uuidString.lowercased(), name: request.name,
+            region: Region(
+                name: regionName, slug: request.region, sizes: ["s-1vcpu-1gb", "s-2vcpu-4gb"],
+                features: ["private_networking", "backups", "ipv6", "metadata", "storage"]),
+            dropletIDs: [], description: request.description ?? "", sizeGigabytes: request.sizeGigabytes,
+            createdAt: Date().formatted(.iso8601), filesystemType: filesystem ?? "", filesystemLabel: label,
+            tags: request.tags ?? [])
+        do {
+            try await devices.create(
+                volumeID: volume.id, name: volume.name, sizeGigabytes: volume.sizeGigabytes, filesystem: filesystem,
+                label: label)
+        } catch {
+            logger.error("Cannot create the volume's backing file", metadata: ["error": "\(error)"])
+            throw SimError(status: 500, id: "server_error", message: "Server was unable to give you a response.")
+        }
+        nextOrder += 1
+        volumes[volume.id] = StoredVolume(volume: volume, order: nextOrder)
+        return volume
+    }
+
+    public func deleteVolume(id: String) async throws(SimError) {
+        guard let stored = volumes[id] else { throw .notFound() }
+        guard stored.volume.dropletIDs.isEmpty else {
+            throw SimError(
+                status: 409, id: "conflict",
+                message: "A volume that's attached to a Droplet cannot be deleted. Please detach it first before deleting.")
+        }
+        volumes[id] = nil
+        try? await devices.delete(volumeID: id, name: stored.volume.name)
+    }
+
+    public func deleteVolume(name: String, region: String) async throws(SimError) {
+        guard let stored = volumes.values.first(where: { $0.volume.name == name && $0.volume.region.slug == region })
+        else { throw .notFound() }
+        try await deleteVolume(id: stored.volume.id)
+    }
+
+    // MARK: Actions
+
+    /// Starts an action on a volume (by id, or by `volume_name` + `region` when `volumeID` is nil).
+    public func startAction(volumeID: String?, request: VolumeActionRequest) throws(SimError) -> Action {
+        let stored: StoredVolume
+        if let volumeID {
+            guard let found = volumes[volumeID] else { throw .notFound() }
+            stored = found
+        } else {
+            guard let name = request.volumeName, let region = request.region,
+                let found = volumes.values.first(where: { $0.volume.name == name && $0.volume.region.slug == region })
+            else { throw .notFound() }
+            stored = found
+        }
+        let volume = stored.volume
+        switch request.type {
+        case "attach", "detach":
+            guard let dropletID = request.dropletID else {
+                throw .unprocessable("droplet_id is required")
+            }
+            guard let droplet = droplets[dropletID] else { throw .notFound() }
+            if request.type == "attach" {
+                if !volume.dropletIDs.isEmpty {
+                    throw .unprocessable("This volume is already attached to a Droplet. Detach it before attaching it elsewhere.")
+                }
+                if droplet.region != volume.region.slug {
+                    throw .unprocessable("The volume and the Droplet must be in the same region.")
+                }
+                if dropletVolumeIDs(id: dropletID).count >= options.volumesPerDroplet {
+                    throw .unprocessable("cannot attach more volumes to the Droplet")
+                }
+            } else if !volume.dropletIDs.contains(dropletID) {
+                throw .unprocessable("Attachment not found")
+            }
+            if pendingByDroplet[dropletID] != nil {
+                throw .unprocessable("Droplet already has a pending event.")
+            }
+            return begin(type: request.type, volume: volume, droplet: droplet)
+        case "resize":
+            guard let size = request.sizeGigabytes, size > volume.sizeGigabytes, size <= 16384 else {
+                throw .unprocessable("new size must be larger than the current size and at most 16384")
+            }
+            volumes[volume.id]?.volume.sizeGigabytes = size
+            nextActionID += 1
+            let now = Date().formatted(.iso8601)
+            let action = Action(
+                id: nextActionID, status: .completed, type: "resize_volume", startedAt: now, completedAt: now,
+                resourceType: "volume", regionSlug: volume.region.slug)
+            actions[action.id] = (action, volume.id)
+            return action
+        default:
+            throw .unprocessable("unknown action type \"\(request.type)\"; use attach, detach or resize")
+        }
+    }
+
+    public func action(id: Int, volumeID: String?) throws(SimError) -> Action {
+        guard let entry = actions[id], volumeID == nil || entry.volumeID == volumeID else { throw .notFound() }
+        return entry.action
+    }
+
+    private func begin(type: String, volume: Volume, droplet: SimDroplet) -> Action {
+        nextActionID += 1
+        let action = Action(
+            id: nextActionID, status: .inProgress, type: "\(type)_volume", startedAt: Date().formatted(.iso8601),
+            resourceType: "volume", regionSlug: volume.region.slug)
+        actions[action.id] = (action, volume.id)
+        pendingByDroplet[droplet.id] = action.id
+        actionLog.append(
+            ActionLogEntry(
+                actionID: action.id, type: type, volumeName: volume.name, dropletID: droplet.id, status: .inProgress,
+                started: .now))
+        logger.info(
+            "Action started",
+            metadata: ["do.action.id": "\(action.id)", "type": "\(type)", "volume.name": "\(volume.name)", "droplet.id": "\(droplet.id)"])
+        let latency = options.actionLatency
+        Task {
+            try? await Task.sleep(for: latency)
+            await self.finish(actionID: action.id, type: type, volumeID: volume.id, dropletID: droplet.id)
+        }
+        return action
+    }
+
+    private func finish(actionID: Int, type: String, volumeID: String, dropletID: Int) async {
+        defer { pendingByDroplet[dropletID] = nil }
+        guard let droplet = droplets[dropletID], let stored = volumes[volumeID] else {
+            setStatus(actionID, .errored)
+            return
+        }
+        if erroredActionsToCome > 0 {
+            erroredActionsToCome -= 1
+            setStatus(actionID, .errored)
+            return
+        }
+        let name = stored.volume.name
+        if type == "attach" {
+            volumes[volumeID]?.volume.dropletIDs = [dropletID]
+            setStatus(actionID, .completed)
+            pendingByDroplet[dropletID] = nil
+            if options.deviceDelay > .zero { try? await Task.sleep(for: options.deviceDelay) }
+            do {
+                try await devices.attach(volumeID: volumeID, name: name, droplet: droplet)
+            } catch {
+                logger.error("Cannot make the device", metadata: ["volume.name": "\(name)", "error": "\(error)"])
+            }
+        } else {
+            volumes[volumeID]?.volume.dropletIDs = []
+            setStatus(actionID, .completed)
+            pendingByDroplet[dropletID] = nil
+            do {
+                try await devices.detach(volumeID: volumeID, name: name, droplet: droplet)
+            } catch {
+                logger.error("Cannot remove the device", metadata: ["volume.name": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func setStatus(_ actionID: Int, _ status: Action.Status) {
+        guard var entry = actions[actionID] else { return }
+        entry.action.status = status
+        entry.action.completedAt = Date().formatted(.iso8601)
+        actions[actionID] = entry
+        if let index = actionLog.lastIndex(where: { $0.actionID == actionID }) {
+            actionLog[index].status = status
+            actionLog[index].completed = .now
+        }
+        logger.info("Action finished", metadata: ["do.action.id": "\(actionID)", "status": "\(status.rawValue)"])
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import Logging
+
+/// The DigitalOcean API v2 calls the plugin needs, over any `HTTPTransport`.
+///
+/// Every call retries per `RetryPolicy` and fails with a `DOError`. The token travels only in the Authorization
+/// header; it is never logged and never part of an error. This type is a value and safe to share between tasks.
+public struct DOClient: Sendable {
+    public let baseURL: String
+    private let token: String
+    private let transport: any HTTPTransport
+    public var retry: RetryPolicy
+    private let time: TimeSource
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - baseURL: `https://api.digitalocean.com` in production.
+    public init(
+        baseURL: String, token: String, transport: any HTTPTransport, retry: RetryPolicy = RetryPolicy(),
+        time: TimeSource = .system, logger: Logger
+    ) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.token = token
+        self.transport = transport
+        self.retry = retry
+        self.time = time
+        self.logger = logger
+    }
+
+    // MARK: Volumes
+
+    /// Every volume with this name in this region (DigitalOcean allows one), following all pages.
+    public func volumes(named name: String? = nil, region: String? = nil) async throws -> [Volume] {
+        var all: [Volume] = []
+        var page = 1
+        while true {
+            var query: [(String, String)] = []
+            if let name { query.append(("name", name)) }
+            if let region { query.append(("region", region)) }
+            query.append(("per_page", "200"))
+            query.append(("page", String(page)))
+            let list: VolumeList = try await call("GET", "/v2/volumes", query: query)
+            all += list.volumes
+            if list.volumes.isEmpty || list.links.pages?.next == nil || all.count >= list.meta.total { return all }
+            page += 1
+        }
+    }
+
+    /// One volume. Throws `DOError` with code `.notFound` when it does not exist.
+    public func volume(id: String) async throws -> Volume {
+        let envelope: VolumeEnvelope = try await call("GET", "/v2/volumes/\(id)")
+        return envelope.volume
+    }
+
+    /// Creates a volume (201).
+    public func createVolume(_ request: VolumeCreateRequest) async throws -> Volume {
+        let envelope: VolumeEnvelope = try await call("POST", "/v2/volumes", body: request)
+        return envelope.volume
+    }
+
+    /// Deletes a volume (204). A volume still attached answers 409.
+    public func deleteVolume(id: String) async throws {
+        let _: Empty = try await call("DELETE", "/v2/volumes/\(id)")
+    }
+
+    // MARK: Actions
+
+    /// Starts attaching a volume to a droplet (202).
+    public func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        let body = VolumeActionRequest(type: "attach", dropletID: dropletID, region: region)
+        let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
+        return envelope.action
+    }
+
+    /// Starts detaching a volume from a droplet (202).
+    public func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        let body = VolumeActionRequest(type: "detach", dropletID: dropletID, region: region)
+        let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
+        return envelope.action
+    }
+
+    /// The current state of a volume action.
+    public func action(volumeID: String, actionID: Int) async throws -> Action {
+        let envelope: ActionEnvelope = try await call("GET", "/v2/volumes/\(volumeID)/actions/\(actionID)")
+        return envelope.action
+    }
+
+    // MARK: Droplets
+
+    public func droplet(id: Int) async throws -> Droplet {
+        let envelope: DropletEnvelope = try await call("GET", "/v2/droplets/\(id)")
+        return envelope.droplet
+    }
+
+    // MARK: Plumbing
+
+    private struct Empty: Codable {}
+
+    private func call<Response: Decodable>(
+        _ method: String, _ path: String, query: [(String, String)] = [], body: (some Encodable)? = Optional<Empty>.none
+    ) async throws -> Response {
+        let operation = "\(method) \(path)"
+        var url = baseURL + path
+        if !query.isEmpty {
+            url += "?" + query.map { "\($0.0)=\(Self.percentEncode($0.1))" }.joined(separator: "&")
+        }
+        var headers: [(name: String, value: String)] = [
+            ("Authorization", "Bearer \(token)"),
+            ("Accept", "application/json"),
+        ]
+        var bodyBytes: [UInt8]?
+        if let body {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            bodyBytes = Array(try encoder.encode(body))
+            headers.append(("Content-Type", "application/json"))
+        }
+        let response = try await send(
+            HTTPRequest(method: method, url: url, headers: headers, body: bodyBytes, timeout: retry.attemptTimeout),
+            operation: operation)
+        if Response.self == Empty.self { return Empty() as! Response }
+        do {
+            return try JSONDecoder().decode(Response.self, from: Data(response.body))
+        } catch {
+            throw DOError(
+                code: .invalidResponse, status: response.status,
+                message: "unexpected response body (\(error))", operation: operation)
+        }
+    }
+
+    /// Sends with retries; returns only a 2xx response.
+    private func send(_ request: HTTPRequest, operation: String) async throws -> HTTPResponse {
+        let deadline = time.now().advanced(by: retry.deadline)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let started = time.now()
+            var lastError: DOError
+            var wait: Duration
+            do {
+                let response = try await transport.send(request)
+                let elapsed = started.duration(to: time.now())
+                logger.debug(
+                    "DigitalOcean request",
+                    metadata: [
+                        "http.method": "\(request.method)", "do.operation": "\(operation)",
+                        "http.status": "\(response.status)", "attempt": "\(attempt)",
+                        "duration.ms": "\(Int(elapsed.milliseconds.rounded()))",
+                        "ratelimit.remaining": "\(response.headers["ratelimit-remaining"] ?? "-")",
+                    ])
+                if (200..<300).contains(response.status) { return response }
+                lastError = Self.error(from: response, operation: operation)
+                guard Self.isRetryable(status: response.status) else { throw lastError }
+                wait = retryWait(for: response, retry: attempt)
+            } catch let error as TransportError {
+                logger.debug(
+                    "DigitalOcean request failed",
+                    metadata: ["do.operation": "\(operation)", "attempt": "\(attempt)", "error": "\(error.message)"])
+                lastError = DOError(code: .transport, message: error.message, operation: operation)
+                wait = retry.backoff(retry: attempt)
+            }
+            if attempt > retry.maxRetries { throw lastError }
+            if time.now().advanced(by: wait) > deadline {
+                if lastError.code == .transport || lastError.code == .server || lastError.code == .rateLimited {
+                    throw lastError
+                }
+                throw DOError(code: .deadlineExceeded, message: lastError.message, operation: operation)
+            }
+            logger.info(
+                "Retrying DigitalOcean request",
+                metadata: [
+                    "do.operation": "\(operation)", "attempt": "\(attempt)",
+                    "wait.ms": "\(Int(wait.milliseconds.rounded()))", "error": "\(lastError.message)",
+                ])
+            try await time.sleep(wait)
+        }
+    }
+
+    private func retryWait(for response: HTTPResponse, retry number: Int) -> Duration {
+        guard response.status == 429 else { return retry.backoff(retry: number) }
+        if let value = response.headers["retry-after"], let seconds = Double(value.trimmingCharacters(in: .whitespaces)) {
+            return .milliseconds(Int64(max(seconds, 0) * 1000))
+        }
+        if let value = response.headers["ratelimit-reset"], let epoch = Double(value) {
+            let seconds = epoch - time.wallClock().timeIntervalSince1970
+            if seconds > 0 { return .milliseconds(Int64(seconds * 1000)) }
+        }
+        return retry.backoff(retry: number)
+    }
+
+    static func isRetryable(status: Int) -> Bool {
+        status == 429 || (status >= 500 && status != 501)
+    }
+
+    static func error(from response: HTTPResponse, operation: String) -> DOError {
+        let code: DOError.Code
+        switch response.status {
+        case 401: code = .unauthorized
+        case 403: code = .forbidden
+        case 404: code = .notFound
+        case 409: code = .conflict
+        case 422: code = .unprocessable
+        case 429: code = .rateLimited
+        case 500...: code = .server
+        default: code = .invalidResponse
+        }
+        if let body = try? JSONDecoder().decode(ErrorBody.self, from: Data(response.body)) {
+            return DOError(
+                code: code, status: response.status, id: body.id, message: body.message, requestID: body.requestID,
+                operation: operation)
+        }
+        let text = String(decoding: response.body.prefix(200), as: UTF8.self)
+        return DOError(
+            code: code, status: response.status,
+            message: text.isEmpty ? "HTTP \(response.status) with no body" : text, operation: operation)
+    }
+
+    static func percentEncode(_ value: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+}

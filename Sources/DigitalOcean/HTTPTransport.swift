@@ -1,0 +1,62 @@
+/// One HTTP request as the DigitalOcean clients send it.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    /// Header names and values, sent in this order.
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]?
+    /// The whole exchange, connect included, must finish within this time.
+    public var timeout: Duration
+
+    public init(
+        method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8]? = nil,
+        timeout: Duration = .seconds(30)
+    ) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+/// One HTTP response. Header names are lower-cased.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [String: String]
+    public var body: [UInt8]
+
+    public init(status: Int, headers: [String: String] = [:], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// A request that produced no HTTP response: the connection failed, was reset or timed out.
+public struct TransportError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable, Equatable {
+        case connect
+        case timeout
+        case connectionLost
+        case tls
+        case other
+    }
+    public var kind: Kind
+    /// What the transport said, without the request's headers (so never the access token).
+    public var message: String
+
+    public init(kind: Kind, message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// The seam between the DigitalOcean clients and the network. The production implementation is libcurl
+/// (`CurlTransport`); tests use it against the simulator too.
+public protocol HTTPTransport: Sendable {
+    /// Sends one request and returns the response, whatever its status. Throws `TransportError` when there is none.
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse
+}

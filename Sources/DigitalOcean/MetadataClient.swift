@@ -1,0 +1,72 @@
+import Foundation
+import Logging
+
+/// This droplet's identity.
+public struct DropletIdentity: Sendable, Equatable {
+    public var id: Int
+    public var region: String
+
+    public init(id: Int, region: String) {
+        self.id = id
+        self.region = region
+    }
+}
+
+/// Reads the droplet's id and region from the metadata service (`http://169.254.169.254/metadata/v1`).
+///
+/// Each request times out after `timeout` (default 2 s) and is tried `attempts` times (default 3), 500 ms apart.
+public struct MetadataClient: Sendable {
+    public var baseURL: String
+    public var timeout: Duration
+    public var attempts: Int
+    private let transport: any HTTPTransport
+    private let time: TimeSource
+
+    public init(
+        baseURL: String, transport: any HTTPTransport, timeout: Duration = .seconds(2), attempts: Int = 3,
+        time: TimeSource = .system
+    ) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.transport = transport
+        self.timeout = timeout
+        self.attempts = attempts
+        self.time = time
+    }
+
+    public func identity() async throws -> DropletIdentity {
+        let idText = try await fetch("id")
+        guard let id = Int(idText) else {
+            throw MetadataError(message: "the metadata service at \(baseURL)/id answered \"\(idText.prefix(40))\", not a droplet id")
+        }
+        let region = try await fetch("region")
+        guard !region.isEmpty else {
+            throw MetadataError(message: "the metadata service at \(baseURL)/region answered an empty region")
+        }
+        return DropletIdentity(id: id, region: region)
+    }
+
+    private func fetch(_ item: String) async throws -> String {
+        let url = "\(baseURL)/\(item)"
+        var last = ""
+        for attempt in 1...max(attempts, 1) {
+            do {
+                let response = try await transport.send(HTTPRequest(method: "GET", url: url, timeout: timeout))
+                if response.status == 200 {
+                    return String(decoding: response.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+                last = "HTTP \(response.status)"
+            } catch {
+                last = "\(error)"
+            }
+            if attempt < attempts { try await time.sleep(.milliseconds(500)) }
+        }
+        throw MetadataError(
+            message: "cannot read the droplet's \(item) from the metadata service at \(url) (\(last)); "
+                + "run the plugin on a DigitalOcean droplet, or set DROPLET_ID and DROPLET_REGION")
+    }
+}
+
+public struct MetadataError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Logging
+import NIOPosix
+import Subprocess
+import VolumeService
+
+/// `HostFilesystem` on Linux: blkid to probe, mount(2) and umount2(2) to mount, `/proc/self/mountinfo` to query.
+/// Blocking system calls run on `NIOThreadPool.singleton`, never on Swift's cooperative pool.
+public struct LinuxFilesystem: HostFilesystem {
+    private let logger: Logger
+
+    public init(logger: Logger) {
+        self.logger = logger
+    }
+
+    public func filesystemType(device: String) async throws -> String? {
+        // -p probes the superblocks directly (no cache); exit status 2 means nothing was found.
+        let result = try await Subprocess.run(
+            .name("blkid"), arguments: ["-p", "-o", "export", device],
+            output: .string(limit: 16 * 1024), error: .string(limit: 16 * 1024))
+        let output = result.standardOutput
+        switch result.terminationStatus {
+        case .exited(0):
+            let fields = Self.parseExport(output)
+            if let type = fields["TYPE"] { return type }
+            if let table = fields["PTTYPE"] {
+                throw DeviceError(
+                    message: "\(device) holds a \(table) partition table, not a filesystem; this driver mounts "
+                        + "whole-device ext4 or xfs volumes")
+            }
+            return nil
+        case .exited(2):
+            return nil
+        default:
+            let detail = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw DeviceError(message: "blkid \(device) failed (\(result.terminationStatus)): \(detail)")
+        }
+    }
+
+    public func mounts(under root: String) async throws -> [MountEntry] {
+        let text = try await NIOThreadPool.singleton.runIfActive {
+            try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        }
+        return MountInfo.parse(text).filter { $0.mountpoint == root || $0.mountpoint.hasPrefix(root + "/") }
+    }
+
+    public func mount(device: String, at path: String, type: String) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            guard Glibc.mount(device, path, type, UInt(MS_NOATIME), nil) == 0 else {
+                throw DeviceError(message: "mount(2) failed: \(String(cString: strerror(errno)))")
+            }
+        }
+        logger.debug("Mounted", metadata: ["device.path": "\(device)", "mountpoint": "\(path)", "fs.type": "\(type)"])
+    }
+
+    public func unmount(path: String) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            guard umount2(path, 0) == 0 else {
+                let code = errno
+                let hint = code == EBUSY ? " (something still uses it: a process outside Docker, or a bind mount)" : ""
+                throw DeviceError(message: "umount(2) failed: \(String(cString: strerror(code)))\(hint)")
+            }
+            rmdir(path)
+        }
+        logger.debug("Unmounted", metadata: ["mountpoint": "\(path)"])
+    }
+
+    static func parseExport(_ text: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            fields[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        return fields
+    }
+}
+
+/// Parses `/proc/self/mountinfo`.
+public enum MountInfo {
+    public static func parse(_ text: String) -> [MountEntry] {
+        text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count >= 10, let separator = fields.firstIndex(of: "-"), separator + 2 < fields.count else {
+                return nil
+            }
+            return MountEntry(
+                source: unescape(fields[separator + 2]), mountpoint: unescape(fields[4]),
+                fstype: String(fields[separator + 1]))
+        }
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as \ooo octal.
+    static func unescape(_ field: Substring) -> String {
+        guard field.contains("\\") else { return String(field) }
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3,
+                let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8)
+            {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,154 @@
+import CUdev
+import Foundation
+import Logging
+import VolumeService
+
+/// Listens to udev's block-device events on a thread of its own (the receive blocks) and fires `signal` on each.
+///
+/// Pair it with `SignalDeviceWatcher` and `BlockDevice.resolve` to wait for `/dev/disk/by-id/...` links. Call `stop()`
+/// to end the thread; the C handles are released when the monitor is released.
+public final class UdevMonitor: Sendable {
+    public let signal = EventSignal()
+    private let monitor: MonitorHandle
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private let logger: Logger
+
+    public init(logger: Logger) throws {
+        self.logger = logger
+        let monitor = try MonitorHandle()
+        self.monitor = monitor
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw DeviceError(message: "cannot create a pipe: \(String(cString: strerror(errno)))") }
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        if !UdevMonitor.udevLooksActive() {
+            logger.warning(
+                "udev does not look active: libudev will deliver no device events, devices are found by a slower re-check",
+                metadata: ["hint": "bind the host's /dev and /run/udev into the plugin"])
+        }
+        let thread = Thread { [monitor, signal, wakeRead, logger] in
+            UdevMonitor.run(monitor: monitor, signal: signal, wakeFD: wakeRead, logger: logger)
+        }
+        thread.name = "udev-monitor"
+        thread.start()
+    }
+
+    deinit {
+        close(wakeWrite)
+    }
+
+    /// Ends the monitor thread.
+    public func stop() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+    }
+
+    private static func run(monitor: MonitorHandle, signal: EventSignal, wakeFD: Int32, logger: Logger) {
+        var fds = [
+            pollfd(fd: monitor.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            let ready = poll(&fds, 2, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                logger.error("udev monitor poll failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                return
+            }
+            if fds[1].revents != 0 {
+                close(wakeFD)
+                return
+            }
+            if fds[0].revents & Int16(POLLIN) != 0 {
+                if let event = monitor.receive() {
+                    logger.debug(
+                        "udev event",
+                        metadata: ["udev.action": "\(event.action)", "device.path": "\(event.devnode)"])
+                }
+                signal.fire()
+            }
+        }
+    }
+
+    /// systemd's libudev disables a udev monitor when neither holds (see the README's troubleshooting).
+    static func udevLooksActive() -> Bool {
+        if FileManager.default.fileExists(atPath: "/run/udev/control") { return true }
+        guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
+        return mounts.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 2 && fields[1] == "/dev" && fields[2] == "devtmpfs"
+        }
+    }
+}
+
+/// Owns a `udev` context and a `udev_monitor` on the "udev" netlink group, filtered to block devices.
+final class MonitorHandle: @unchecked Sendable {
+    private let udev: OpaquePointer
+    private let monitor: OpaquePointer
+    let fileDescriptor: Int32
+
+    init() throws {
+        guard let udev = udev_new() else { throw DeviceError(message: "libudev: udev_new failed") }
+        guard let monitor = udev_monitor_new_from_netlink(udev, "udev") else {
+            udev_unref(udev)
+            throw DeviceError(message: "libudev: cannot open the udev netlink monitor (is the plugin on the host network?)")
+        }
+        udev_monitor_filter_add_match_subsystem_devtype(monitor, "block", nil)
+        guard udev_monitor_enable_receiving(monitor) >= 0 else {
+            udev_monitor_unref(monitor)
+            udev_unref(udev)
+            throw DeviceError(message: "libudev: cannot listen for device events")
+        }
+        self.udev = udev
+        self.monitor = monitor
+        self.fileDescriptor = udev_monitor_get_fd(monitor)
+    }
+
+    deinit {
+        udev_monitor_unref(monitor)
+        udev_unref(udev)
+    }
+
+    /// Reads one pending event. Called only from the monitor thread.
+    func receive() -> (action: String, devnode: String)? {
+        guard let device = udev_monitor_receive_device(monitor) else { return nil }
+        defer { udev_device_unref(device) }
+        let action = udev_device_get_action(device).map { String(cString: $0) } ?? ""
+        let devnode = udev_device_get_devnode(device).map { String(cString: $0) } ?? ""
+        return (action, devnode)
+    }
+}
+
+public struct DeviceError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}
+
+/// Resolving a device link to a block device node.
+public enum BlockDevice {
+    /// The block device node `path` leads to, or nil when it is missing or not a block device.
+    public static func resolve(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        var info = stat()
+        guard stat(resolved, &info) == 0, (info.st_mode & S_IFMT) == S_IFBLK else { return nil }
+        return String(cString: resolved)
+    }
+}
+
+/// The production `DeviceWatching`: udev events drive the waits, and a watched link counts as present once it
+/// resolves to a block device. Owns its monitor, which runs for as long as this value is kept.
+public struct UdevDeviceWatcher: DeviceWatching {
+    public let monitor: UdevMonitor
+    private let watcher: SignalDeviceWatcher
+
+    public init(logger: Logger) throws {
+        monitor = try UdevMonitor(logger: logger)
+        watcher = SignalDeviceWatcher(signal: monitor.signal) { BlockDevice.resolve($0) }
+    }
+
+    public func watch(path: String) -> any DeviceWatch {
+        watcher.watch(path: path)
+    }
+}

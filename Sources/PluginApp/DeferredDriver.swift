@@ -1,0 +1,38 @@
+import VolumeService
+
+/// A `VolumeDriver` whose real driver is built in the background, so the socket answers at once (Docker waits only
+/// about 12 s for a managed plugin's socket) while the droplet's identity is read and the state reconciled.
+///
+/// Every call waits for the build. When the build fails, calls answer its error and the next call tries again.
+public actor DeferredDriver: VolumeDriver {
+    public typealias Builder = @Sendable () async throws -> any VolumeDriver
+    private let build: Builder
+    private var task: Task<any VolumeDriver, any Error>
+
+    public init(build: @escaping Builder) {
+        self.build = build
+        self.task = Task { try await build() }
+    }
+
+    /// The built driver, waiting for it when needed.
+    public func driver() async throws -> any VolumeDriver {
+        do {
+            return try await task.value
+        } catch {
+            let failed = task
+            // Try again on the next call, unless a concurrent call already did.
+            if failed == task { task = Task { [build] in try await build() } }
+            throw error
+        }
+    }
+
+    public func create(name: String, options: [String: String]) async throws {
+        try await driver().create(name: name, options: options)
+    }
+    public func remove(name: String) async throws { try await driver().remove(name: name) }
+    public func mount(name: String, id: String) async throws -> String { try await driver().mount(name: name, id: id) }
+    public func unmount(name: String, id: String) async throws { try await driver().unmount(name: name, id: id) }
+    public func path(name: String) async throws -> String { try await driver().path(name: name) }
+    public func get(name: String) async throws -> VolumeInfo { try await driver().get(name: name) }
+    public func list() async throws -> [VolumeInfo] { try await driver().list() }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import Configuration
+import DigitalOcean
+import Logging
+import VolumeService
+
+/// Every setting of the plugin, read from the environment (a managed plugin's `docker plugin set` values).
+/// The README's configuration table lists the same names and defaults.
+public struct PluginSettings: Sendable, Equatable {
+    /// `ACCESS_TOKEN`: a DigitalOcean personal access token. Without it the plugin answers every call with an error
+    /// saying how to set it.
+    public var accessToken: String?
+    /// `DO_API_URL`, default `https://api.digitalocean.com`.
+    public var apiURL = "https://api.digitalocean.com"
+    /// `DO_METADATA_URL`, default `http://169.254.169.254/metadata/v1`.
+    public var metadataURL = "http://169.254.169.254/metadata/v1"
+    /// `DROPLET_ID`: read from the metadata service when unset.
+    public var dropletID: Int?
+    /// `DROPLET_REGION`: read from the metadata service when unset.
+    public var dropletRegion: String?
+    /// `DEVICE_DIR`, default `/dev/disk/by-id`.
+    public var deviceDirectory = "/dev/disk/by-id"
+    /// `MOUNT_ROOT`, default `/mnt/volumes`.
+    public var mountRoot = "/mnt/volumes"
+    /// `STATE_DIR`, default `/var/lib/do-storage`.
+    public var stateDirectory = "/var/lib/do-storage"
+    /// `SOCKET_PATH`, default `/run/docker/plugins/do_storage.sock`.
+    public var socketPath = "/run/docker/plugins/do_storage.sock"
+    /// `DETACH_ON_UNMOUNT`, default true.
+    public var detachOnUnmount = true
+    /// `HANDOFF_TIMEOUT`, default 30 s, at most 45 s.
+    public var handoffTimeout: Duration = .seconds(30)
+    /// `TAKEOVER`, default never.
+    public var takeover: Takeover = .never
+    /// `LOG_LEVEL`, default info.
+    public var logLevel: Logger.Level = .info
+
+    /// The longest `HANDOFF_TIMEOUT`: the engine gives a Mount 2 minutes, and attaching needs time after the hand-off.
+    public static let maxHandoffTimeout: Duration = .seconds(45)
+
+    public init() {}
+
+    /// Reads the settings. Throws a `SettingsError` naming the variable when a value is malformed.
+    public init(reader: ConfigReader) throws {
+        if let token = reader.string(forKey: "access.token", isSecret: true)?.trimmingCharacters(in: .whitespacesAndNewlines),
+            !token.isEmpty
+        {
+            accessToken = token
+        }
+        apiURL = try Self.url(reader.string(forKey: "do.api.url"), "DO_API_URL") ?? apiURL
+        metadataURL = try Self.url(reader.string(forKey: "do.metadata.url"), "DO_METADATA_URL") ?? metadataURL
+        if let text = Self.nonEmpty(reader.string(forKey: "droplet.id")) {
+            guard let id = Int(text), id > 0 else {
+                throw SettingsError("DROPLET_ID must be a droplet's numeric id, not \"\(text)\"")
+            }
+            dropletID = id
+        }
+        dropletRegion = Self.nonEmpty(reader.string(forKey: "droplet.region"))
+        deviceDirectory = try Self.path(reader.string(forKey: "device.dir"), "DEVICE_DIR") ?? deviceDirectory
+        mountRoot = try Self.path(reader.string(forKey: "mount.root"), "MOUNT_ROOT") ?? mountRoot
+        stateDirectory = try Self.path(reader.string(forKey: "state.dir"), "STATE_DIR") ?? stateDirectory
+        socketPath = try Self.path(reader.string(forKey: "socket.path"), "SOCKET_PATH") ?? socketPath
+        if let text = Self.nonEmpty(reader.string(forKey: "detach.on.unmount")) {
+            detachOnUnmount = try Self.bool(text, "DETACH_ON_UNMOUNT")
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "handoff.timeout")) {
+            handoffTimeout = try Self.duration(text, "HANDOFF_TIMEOUT")
+            if handoffTimeout > Self.maxHandoffTimeout {
+                throw SettingsError(
+                    "HANDOFF_TIMEOUT=\(text) is too long: Docker gives a mount 2 minutes in all, so the hand-off may "
+                        + "take at most \(Int(Self.maxHandoffTimeout.seconds))s")
+            }
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "takeover")) {
+            guard let value = Takeover(rawValue: text.lowercased()) else {
+                throw SettingsError("TAKEOVER must be never or always, not \"\(text)\"")
+            }
+            takeover = value
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "log.level")) {
+            guard let level = Logger.Level(rawValue: text.lowercased()) else {
+                throw SettingsError(
+                    "LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical, not \"\(text)\"")
+            }
+            logLevel = level
+        }
+    }
+
+    /// The settings from this process's environment.
+    public static func fromEnvironment(_ environment: [String: String]? = nil) throws -> PluginSettings {
+        let provider =
+            environment.map { EnvironmentVariablesProvider(environmentVariables: $0, secretsSpecifier: .specific(["ACCESS_TOKEN"])) }
+            ?? EnvironmentVariablesProvider(secretsSpecifier: .specific(["ACCESS_TOKEN"]))
+        return try PluginSettings(reader: ConfigReader(provider: provider))
+    }
+
+    // MARK: Parsing
+
+    static func nonEmpty(_ text: String?) -> String? {
+        guard let text = text?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else { return nil }
+        return text
+    }
+
+    static func url(_ text: String?, _ name: String) throws -> String? {
+        guard let text = nonEmpty(text) else { return nil }
+        guard text.hasPrefix("http://") || text.hasPrefix("https://"), text.count > 8 else {
+            throw SettingsError("\(name) must be an http:// or https:// URL, not \"\(text)\"")
+        }
+        return text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+
+    static func path(_ text: String?, _ name: String) throws -> String? {
+        guard let text = nonEmpty(text) else { return nil }
+        guard text.hasPrefix("/") else { throw SettingsError("\(name) must be an absolute path, not \"\(text)\"") }
+        return text.count > 1 && text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+
+    static func bool(_ text: String, _ name: String) throws -> Bool {
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw SettingsError("\(name) must be true or false, not \"\(text)\"")
+        }
+    }
+
+    /// `30` (seconds), `30s`, `500ms`, `2m`, `1h`.
+    public static func duration(_ text: String, _ name: String) throws -> Duration {
+        let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]
+        for unit in units where text.hasSuffix(unit.suffix) {
+            let number = text.dropLast(unit.suffix.count).trimmingCharacters(in: .whitespaces)
+            if let value = Double(number), value >= 0, value.isFinite {
+                return .milliseconds(Int64((value * unit.scale * 1000).rounded()))
+            }
+        }
+        throw SettingsError("\(name) must be a duration such as 30, 30s, 500ms or 2m, not \"\(text)\"")
+    }
+}
+
+public struct SettingsError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,74 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Logging
+import VolumeService
+
+/// One simulated DigitalOcean account and any number of droplets, each with its own `VolumeService`, fake
+/// filesystem and device folder; devices are plain files and their changes fire the watchers at once.
+public final class ServiceHarness: Sendable {
+    public let root: String
+    public let world: SimulatorWorld
+    public let api: InProcessAPI
+    public let signal = EventSignal()
+
+    /// - Parameter actionLatency: how long simulated actions take (real time).
+    public init(actionLatency: Duration = .milliseconds(30)) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("do-storage-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let signal = self.signal
+        world = SimulatorWorld(
+            options: SimulatorOptions(token: "test-token", actionLatency: actionLatency),
+            devices: FileDeviceBackend(dataDirectory: root + "/data", onChange: { signal.fire() }),
+            logger: Logger(label: "do-sim"))
+        api = InProcessAPI(world: world)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// A droplet in the world, with a service for it.
+    public struct Node: Sendable {
+        public let service: VolumeService
+        public let filesystem: FakeFilesystem
+        public let configuration: ServiceConfiguration
+    }
+
+    public func node(
+        droplet: Int, api: (any VolumeAPI)? = nil, filesystem: FakeFilesystem = FakeFilesystem(),
+        configure: (inout ServiceConfiguration) -> Void = { _ in }
+    ) async throws -> Node {
+        let deviceDirectory = "\(root)/droplet-\(droplet)/by-id"
+        try await world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory)
+        var configuration = ServiceConfiguration(
+            dropletID: droplet, region: "nyc1", deviceDirectory: deviceDirectory,
+            mountRoot: "\(root)/droplet-\(droplet)/mnt", handoffTimeout: .seconds(2),
+            initialPollInterval: .milliseconds(20), maxPollInterval: .milliseconds(200), actionTimeout: .seconds(10),
+            deviceTimeout: .seconds(5))
+        configure(&configuration)
+        let service = try VolumeService(
+            configuration: configuration, api: api ?? self.api,
+            devices: SignalDeviceWatcher(signal: signal, fallbackInterval: .milliseconds(500)) { path in
+                FileManager.default.fileExists(atPath: path) ? path : nil
+            },
+            filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"),
+            logger: Logger(label: "test"))
+        return Node(service: service, filesystem: filesystem, configuration: configuration)
+    }
+
+    @discardableResult
+    public func createVolume(_ name: String, filesystem: String? = "ext4") async throws -> Volume {
+        do {
+            return try await world.createVolume(
+                VolumeCreateRequest(name: name, sizeGigabytes: 1, region: "nyc1", filesystemType: filesystem))
+        } catch {
+            throw FakeError(message: error.message)
+        }
+    }
+
+    /// Where the volume is attached now.
+    public func attachments(_ name: String) async -> [Int] {
+        await world.listVolumes(name: name, region: "nyc1").first?.dropletIDs ?? []
+    }
+}

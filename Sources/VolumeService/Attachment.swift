@@ -1,0 +1,257 @@
+import DigitalOcean
+import Logging
+
+/// Bringing a volume to this droplet and releasing it: DigitalOcean actions, the hand-off between droplets, and the
+/// device that follows an attach.
+extension VolumeService {
+    /// Makes the volume attached here with its device present. Returns the volume id, the device node, and whether
+    /// this call attached it (so a failed mount can release it again).
+    func bringHere(_ record: inout VolumeRecord) async throws -> (volumeID: String, device: String, attachedByUs: Bool) {
+        let name = record.name
+        let me = configuration.dropletID
+        var volume = try await currentVolume(&record)
+        let watch = devices.watch(path: deviceLink(record.doName))
+        if volume.dropletIDs.contains(me) {
+            logger.debug("Volume already attached here", metadata: ["volume.name": "\(name)"])
+            return (volume.id, try await waitForDevice(watch, name: name), false)
+        }
+        if let other = volume.dropletIDs.first {
+            volume = try await takeFrom(droplet: other, volume: volume, name: name)
+        }
+        let attached = try await dropletLock.withLock("actions") {
+            try await attach(volume, watch: watch, name: name)
+        }
+        return (volume.id, try await waitForDevice(watch, name: name), attached)
+    }
+
+    /// Detaches the volume from this droplet and waits until the action completes and the device is gone.
+    /// Already detached is success.
+    func detachHere(volumeID: String, doName: String, name: String) async throws {
+        let me = configuration.dropletID
+        let watch = devices.watch(path: deviceLink(doName))
+        try await dropletLock.withLock("actions") {
+            let deadline = time.now().advanced(by: configuration.actionTimeout)
+            let action: Action
+            do {
+                action = try await postAction("detach", name: name, deadline: deadline) {
+                    try await api.detach(volumeID: volumeID, dropletID: me, region: configuration.region)
+                }
+            } catch let error as DOError where error.isAttachmentNotFound {
+                logger.debug("Volume was not attached here", metadata: ["volume.name": "\(name)"])
+                return
+            } catch let error as DOError {
+                throw VolumeError(.cloud, "cannot detach volume \(name) from this droplet: \(error)")
+            }
+            try await waitForAction(action, volumeID: volumeID, watch: watch, present: false, deadline: deadline, what: "detach", name: name)
+            if !(await watch.wait(present: false, within: configuration.deviceTimeout)) {
+                logger.warning("Device still present after the detach completed", metadata: ["volume.name": "\(name)"])
+            }
+        }
+        logger.info("Volume detached", metadata: ["volume.name": "\(name)", "droplet.id": "\(me)"])
+    }
+
+    // MARK: Steps
+
+    /// The volume as DigitalOcean has it now: by id when known, else by name (a volume deleted and re-created
+    /// out of band gets a new id, so a 404 by id falls back to the name).
+    func currentVolume(_ record: inout VolumeRecord) async throws -> Volume {
+        let name = record.name
+        if let id = record.volumeID {
+            do {
+                return try await api.volume(id: id)
+            } catch let error as DOError where error.code == .notFound {
+                logger.notice("Volume id no longer exists; looking the name up again", metadata: ["volume.name": "\(name)"])
+                record.volumeID = nil
+                negativeLookups[record.doName] = nil
+            } catch let error as DOError {
+                throw VolumeError(.cloud, "cannot read volume \(name) from DigitalOcean: \(error)")
+            }
+        }
+        let doName = record.doName
+        guard let volume = try await lookUp(doName: doName, name: name) else {
+            throw VolumeError(
+                .notFound,
+                "the DigitalOcean volume \(doName) does not exist in region \(configuration.region); "
+                    + "create it, or docker volume rm \(name)")
+        }
+        record.volumeID = volume.id
+        return volume
+    }
+
+    /// Attached elsewhere: wait for the other droplet to let go, or with TAKEOVER=always detach it from there.
+    func takeFrom(droplet other: Int, volume: Volume, name: String) async throws -> Volume {
+        switch configuration.takeover {
+        case .always:
+            logger.warning(
+                "Taking the volume from another droplet (TAKEOVER=always); a container there loses its disk",
+                metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
+            let deadline = time.now().advanced(by: configuration.actionTimeout)
+            do {
+                let action = try await postAction("detach", name: name, deadline: deadline) {
+                    try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
+                }
+                try await waitForAction(action, volumeID: volume.id, watch: nil, present: false, deadline: deadline, what: "detach", name: name)
+            } catch let error as DOError where error.isAttachmentNotFound {
+                // Released meanwhile.
+            } catch let error as DOError {
+                throw VolumeError(.cloud, "cannot detach volume \(name) from droplet \(other): \(error)")
+            }
+            var released = volume
+            released.dropletIDs = []
+            return released
+        case .never:
+            logger.info(
+                "Volume is attached to another droplet; waiting for it to be released",
+                metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
+            let started = time.now()
+            let deadline = started.advanced(by: configuration.handoffTimeout)
+            var interval = Duration.milliseconds(500)
+            var holder = other
+            while true {
+                let remaining = time.now().duration(to: deadline)
+                if remaining <= .zero { break }
+                try await time.sleep(min(interval, remaining))
+                interval = min(interval * 2, .seconds(3))
+                let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
+                guard let current = now.dropletIDs.first else {
+                    logger.info(
+                        "Volume released by the other droplet",
+                        metadata: [
+                            "volume.name": "\(name)", "droplet.id": "\(holder)",
+                            "wait.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
+                        ])
+                    return now
+                }
+                if current == configuration.dropletID { return now }
+                holder = current
+            }
+            throw VolumeError(
+                .attachedElsewhere,
+                "volume \(name) is attached to droplet \(holder) and was not released within "
+                    + "\(Int(configuration.handoffTimeout.seconds))s; stop the container using it on droplet \(holder) "
+                    + "(docker ps --filter volume=\(name)), or set TAKEOVER=always on this plugin to detach it by "
+                    + "force (a container still using it there loses its disk)")
+        }
+    }
+
+    /// Attaches and waits for the action. Returns true when this call attached it.
+    func attach(_ volume: Volume, watch: any DeviceWatch, name: String) async throws -> Bool {
+        let me = configuration.dropletID
+        let deadline = time.now().advanced(by: configuration.actionTimeout)
+        let action: Action
+        do {
+            action = try await postAction("attach", name: name, deadline: deadline) {
+                try await api.attach(volumeID: volume.id, dropletID: me, region: configuration.region)
+            }
+        } catch let error as DOError where error.isAlreadyAttached {
+            // A retried attach whose first try went through, or a race: fine if it is attached here.
+            let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
+            if now.dropletIDs.contains(me) { return true }
+            throw VolumeError(
+                .attachedElsewhere,
+                "volume \(name) was attached to droplet \(now.dropletIDs.first.map(String.init) ?? "?") meanwhile; "
+                    + "try again once it is released there")
+        } catch let error as DOError where error.isDropletVolumeLimit {
+            throw VolumeError(
+                .cloud,
+                "cannot attach volume \(name): this droplet already has the most volumes DigitalOcean allows (15); "
+                    + "stop containers using other volumes here, or run this one on another droplet")
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "cannot attach volume \(name) to this droplet: \(error)")
+        }
+        logger.info(
+            "Attach started", metadata: ["volume.name": "\(name)", "do.action.id": "\(action.id)", "droplet.id": "\(me)"])
+        try await waitForAction(action, volumeID: volume.id, watch: watch, present: true, deadline: deadline, what: "attach", name: name)
+        return true
+    }
+
+    /// Posts an action, retrying while the droplet has a pending event. Other DigitalOcean errors are rethrown.
+    func postAction(
+        _ what: String, name: String, deadline: ContinuousClock.Instant, _ post: () async throws -> Action
+    ) async throws -> Action {
+        var wait = Duration.milliseconds(500)
+        while true {
+            do {
+                return try await post()
+            } catch let error as DOError where error.isPendingEvent {
+                if time.now().advanced(by: wait) > deadline {
+                    throw VolumeError(
+                        .actionFailed,
+                        "cannot \(what) volume \(name): the droplet kept another action pending (\(error.message)); "
+                            + "try again when it has finished")
+                }
+                logger.info(
+                    "Droplet has a pending event; retrying",
+                    metadata: ["volume.name": "\(name)", "wait.ms": "\(Int(wait.milliseconds))"])
+                try await time.sleep(wait)
+                wait = min(wait * 2, .seconds(4))
+            }
+        }
+    }
+
+    /// Waits for an action to complete. Polls with a growing interval, and — when a device watch is given — asks
+    /// once more the moment the device appears (or disappears), so the device event, not the poll interval, sets
+    /// the pace.
+    func waitForAction(
+        _ action: Action, volumeID: String, watch: (any DeviceWatch)?, present: Bool, deadline: ContinuousClock.Instant,
+        what: String, name: String
+    ) async throws {
+        let started = time.now()
+        var current = action
+        var interval = configuration.initialPollInterval
+        var deviceSettled = false
+        var polls = 0
+        while true {
+            switch current.status {
+            case .completed:
+                logger.info(
+                    "Action completed",
+                    metadata: [
+                        "volume.name": "\(name)", "do.action.id": "\(action.id)", "do.action.type": "\(what)",
+                        "polls": "\(polls)", "duration.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
+                    ])
+                return
+            case .errored:
+                throw VolumeError(
+                    .actionFailed,
+                    "DigitalOcean reports that the \(what) of volume \(name) failed (action \(action.id)); try again, "
+                        + "and if it keeps failing check the volume in the DigitalOcean control panel")
+            case .inProgress:
+                break
+            }
+            let remaining = time.now().duration(to: deadline)
+            if remaining <= .zero {
+                throw VolumeError(
+                    .actionFailed,
+                    "the \(what) of volume \(name) (action \(action.id)) did not finish within "
+                        + "\(Int(configuration.actionTimeout.seconds))s; DigitalOcean may be slow: try again")
+            }
+            let wait = min(interval, remaining)
+            if let watch, !deviceSettled {
+                deviceSettled = await watch.wait(present: present, within: wait)
+            } else {
+                try await time.sleep(wait)
+            }
+            current = try await cloud("check the \(what) of volume \(name)") {
+                try await api.action(volumeID: volumeID, actionID: action.id)
+            }
+            polls += 1
+            interval = min(interval * 2, configuration.maxPollInterval)
+        }
+    }
+
+    func waitForDevice(_ watch: any DeviceWatch, name: String) async throws -> String {
+        if await watch.wait(present: true, within: configuration.deviceTimeout), let device = watch.current() {
+            return device
+        }
+        throw VolumeError(
+            .deviceTimeout,
+            "volume \(name) is attached to this droplet but its device did not appear within "
+                + "\(Int(configuration.deviceTimeout.seconds))s in \(configuration.deviceDirectory); check that udev "
+                + "is running and that the plugin sees the host's /dev")
+    }
+
+    func deviceLink(_ doName: String) -> String {
+        configuration.deviceDirectory + "/" + VolumeNames.deviceLinkName(for: doName)
+    }
+}

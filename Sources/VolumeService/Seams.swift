@@ -1,0 +1,56 @@
+import DigitalOcean
+
+/// What the orchestration needs of DigitalOcean's API. `DOClient` is the production implementation.
+public protocol VolumeAPI: Sendable {
+    /// Every volume with this name in this region, all pages.
+    func volumes(named name: String?, region: String?) async throws -> [Volume]
+    /// One volume; throws `DOError` `.notFound` when it does not exist.
+    func volume(id: String) async throws -> Volume
+    func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action
+    func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action
+    func action(volumeID: String, actionID: Int) async throws -> Action
+}
+
+extension DOClient: VolumeAPI {}
+
+/// Watches for block devices to appear and disappear. The production implementation listens to udev.
+public protocol DeviceWatching: Sendable {
+    /// Starts watching `path` (a `/dev/disk/by-id/...` link). Call it before the action that makes the device
+    /// appear, so no event is missed.
+    func watch(path: String) -> any DeviceWatch
+}
+
+/// One device path being watched.
+public protocol DeviceWatch: Sendable {
+    /// The device node the path resolves to now, when it is a usable device; nil otherwise.
+    func current() -> String?
+    /// Waits until the path's presence is `present`, at most `timeout`. Returns whether it is. Returns early on the
+    /// event that makes it so; cancellation ends the wait.
+    func wait(present: Bool, within timeout: Duration) async -> Bool
+}
+
+/// One mounted filesystem, as `/proc/self/mountinfo` shows it.
+public struct MountEntry: Sendable, Equatable {
+    public var source: String
+    public var mountpoint: String
+    public var fstype: String
+
+    public init(source: String, mountpoint: String, fstype: String) {
+        self.source = source
+        self.mountpoint = mountpoint
+        self.fstype = fstype
+    }
+}
+
+/// Queries and commands on the host's filesystems, so every caller can check before it acts.
+/// The production implementation uses blkid and mount(2); every call is made off Swift's cooperative pool.
+public protocol HostFilesystem: Sendable {
+    /// The filesystem on the device (`ext4`, `xfs`, …), or nil when the device holds none.
+    func filesystemType(device: String) async throws -> String?
+    /// Every mount whose mount point is `root` or below it.
+    func mounts(under root: String) async throws -> [MountEntry]
+    /// Mounts `device` at `path` (creating the directory). Not idempotent: check `mounts(under:)` first.
+    func mount(device: String, at path: String, type: String) async throws
+    /// Unmounts `path`.
+    func unmount(path: String) async throws
+}

@@ -1,0 +1,68 @@
+import DigitalOcean
+
+/// What to do with a volume that is attached to another droplet when a container here wants it.
+public enum Takeover: String, Sendable, CaseIterable {
+    /// Wait up to the hand-off timeout for the other droplet to release it, then fail. The default.
+    case never
+    /// Detach it from the other droplet at once (the old do_storage behaviour: a container there loses its disk).
+    case always
+}
+
+/// The orchestration's settings. Defaults are those documented in the README.
+public struct ServiceConfiguration: Sendable {
+    public var dropletID: Int
+    public var region: String
+    /// Where `scsi-0DO_Volume_<name>` links appear. Default `/dev/disk/by-id`.
+    public var deviceDirectory: String
+    /// Where volumes are mounted, one folder per volume. Default `/mnt/volumes`.
+    public var mountRoot: String
+    /// Detach on the last unmount so another droplet can take the volume. Default true.
+    public var detachOnUnmount: Bool
+    /// How long a Mount waits for another droplet to release the volume. Default 30 s.
+    public var handoffTimeout: Duration
+    /// Default `.never`.
+    public var takeover: Takeover
+    /// First wait between action polls; doubles up to `maxPollInterval`. Defaults 250 ms and 4 s.
+    public var initialPollInterval: Duration
+    public var maxPollInterval: Duration
+    /// How long an attach or detach may take, action and device together. Default 60 s.
+    public var actionTimeout: Duration
+    /// How long a device may take to appear once its attach completed. Default 20 s.
+    public var deviceTimeout: Duration
+    /// How long a name DigitalOcean did not know is answered "not found" without asking again. Default 10 s.
+    public var negativeLookupTTL: Duration
+
+    public init(
+        dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
+        detachOnUnmount: Bool = true, handoffTimeout: Duration = .seconds(30), takeover: Takeover = .never,
+        initialPollInterval: Duration = .milliseconds(250), maxPollInterval: Duration = .seconds(4),
+        actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
+        negativeLookupTTL: Duration = .seconds(10)
+    ) {
+        self.dropletID = dropletID
+        self.region = region
+        self.deviceDirectory = deviceDirectory
+        self.mountRoot = mountRoot
+        self.detachOnUnmount = detachOnUnmount
+        self.handoffTimeout = handoffTimeout
+        self.takeover = takeover
+        self.initialPollInterval = initialPollInterval
+        self.maxPollInterval = maxPollInterval
+        self.actionTimeout = actionTimeout
+        self.deviceTimeout = deviceTimeout
+        self.negativeLookupTTL = negativeLookupTTL
+    }
+}
+
+/// Names: Docker's on one side, DigitalOcean's on the other.
+public enum VolumeNames {
+    /// The DigitalOcean name for a Docker volume name: `_` is read as `-` (compose and stack prefix names with
+    /// `<project>_`), and the result must be a valid DigitalOcean name. Nil when it cannot be one.
+    public static func digitalOceanName(for dockerName: String) -> String? {
+        let candidate = String(dockerName.map { $0 == "_" ? "-" : $0 })
+        return DigitalOceanNames.isValidVolumeName(candidate) ? candidate : nil
+    }
+
+    /// The device link DigitalOcean gives an attached volume.
+    public static func deviceLinkName(for doName: String) -> String { DigitalOceanNames.deviceLinkName(forVolume: doName) }
+}

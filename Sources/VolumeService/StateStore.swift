@@ -1,0 +1,114 @@
+import Foundation
+import NIOPosix
+
+/// What the plugin knows of one Docker volume.
+public struct VolumeRecord: Codable, Sendable, Equatable {
+    /// Docker's name for the volume.
+    public var name: String
+    /// The DigitalOcean volume's name (Docker's name with `_` read as `-`).
+    public var doName: String
+    /// The DigitalOcean volume id, once known.
+    public var volumeID: String?
+    public var createdAt: Date
+    /// References held by Docker: mount ID → count (the engine may send the same ID twice).
+    public var references: [String: Int]
+    /// Where the volume is mounted, while it is.
+    public var mountpoint: String?
+
+    public init(
+        name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],
+        mountpoint: String? = nil
+    ) {
+        self.name = name
+        self.doName = doName
+        self.volumeID = volumeID
+        self.createdAt = createdAt
+        self.references = references
+        self.mountpoint = mountpoint
+    }
+
+    /// All references, across mount IDs.
+    public var referenceCount: Int { references.values.reduce(0, +) }
+}
+
+/// The persisted registry.
+public struct PersistedState: Codable, Sendable, Equatable {
+    public var version: Int = 1
+    public var volumes: [String: VolumeRecord] = [:]
+
+    public init(volumes: [String: VolumeRecord] = [:]) {
+        self.volumes = volumes
+    }
+}
+
+/// Saves the registry atomically: write a temporary file, fsync it, rename it over the old one, fsync the folder.
+/// A crash at any point leaves either the old or the new state, never a torn file. File I/O runs on a thread pool.
+public struct StateStore: Sendable {
+    public let directory: String
+    public var path: String { directory + "/state.json" }
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// The saved state; an empty one when there is none yet. A file that cannot be read fails with the reason.
+    public func load() throws -> PersistedState {
+        guard FileManager.default.fileExists(atPath: path) else { return PersistedState() }
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        do {
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            return try decoder.decode(PersistedState.self, from: data)
+        } catch {
+            throw StateError(message: "the state file \(path) is damaged (\(error)); move it aside to start afresh")
+        }
+    }
+
+    public func save(_ state: PersistedState) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(state)
+        let directory = self.directory
+        let path = self.path
+        try await NIOThreadPool.singleton.runIfActive {
+            try Self.writeAtomically(data, to: path, directory: directory)
+        }
+    }
+
+    static func writeAtomically(_ data: Data, to path: String, directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StateError(message: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        var failure: String?
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    failure = String(cString: strerror(errno))
+                    return
+                }
+                offset += written
+            }
+        }
+        if failure == nil, fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
+        close(fd)
+        if let failure { throw StateError(message: "cannot write \(temporary): \(failure)") }
+        guard rename(temporary, path) == 0 else {
+            throw StateError(message: "cannot replace \(path): \(String(cString: strerror(errno)))")
+        }
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            close(dirFD)
+        }
+    }
+}
+
+public struct StateError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}

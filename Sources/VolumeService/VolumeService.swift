@@ -1,0 +1,387 @@
+import DigitalOcean
+import Foundation
+import Logging
+
+/// What Docker sees of a volume.
+public struct VolumeInfo: Sendable, Equatable {
+    public var name: String
+    /// Empty while not mounted.
+    public var mountpoint: String
+    public var createdAt: Date?
+    public var status: [String: String]
+
+    public init(name: String, mountpoint: String, createdAt: Date?, status: [String: String] = [:]) {
+        self.name = name
+        self.mountpoint = mountpoint
+        self.createdAt = createdAt
+        self.status = status
+    }
+}
+
+/// The operations behind Docker's VolumeDriver protocol. `VolumeService` is the implementation; a plugin without an
+/// access token uses `UnconfiguredDriver`.
+public protocol VolumeDriver: Sendable {
+    func create(name: String, options: [String: String]) async throws
+    func remove(name: String) async throws
+    func mount(name: String, id: String) async throws -> String
+    func unmount(name: String, id: String) async throws
+    func path(name: String) async throws -> String
+    func get(name: String) async throws -> VolumeInfo
+    func list() async throws -> [VolumeInfo]
+}
+
+/// Answers every call with the same error, for a plugin that cannot work (no access token).
+public struct UnconfiguredDriver: VolumeDriver {
+    public let error: VolumeError
+
+    public init(error: VolumeError) { self.error = error }
+
+    public func create(name: String, options: [String: String]) async throws { throw error }
+    public func remove(name: String) async throws { throw error }
+    public func mount(name: String, id: String) async throws -> String { throw error }
+    public func unmount(name: String, id: String) async throws { throw error }
+    public func path(name: String) async throws -> String { throw error }
+    public func get(name: String) async throws -> VolumeInfo { throw error }
+    public func list() async throws -> [VolumeInfo] { throw error }
+}
+
+/// The orchestration: brings DigitalOcean volumes to this droplet and mounts them, counts Docker's references,
+/// releases them on the last unmount, and persists what it knows.
+///
+/// Get, List and Path answer from the registry and never call DigitalOcean for a known volume. Mount, Unmount,
+/// Create and Remove of one volume are serialised; different volumes proceed in parallel, and this droplet's own
+/// attach/detach actions are serialised (DigitalOcean allows one pending event per droplet).
+public actor VolumeService: VolumeDriver {
+    let configuration: ServiceConfiguration
+    let api: any VolumeAPI
+    let devices: any DeviceWatching
+    let filesystem: any HostFilesystem
+    let store: StateStore
+    let time: TimeSource
+    let logger: Logger
+
+    var state: PersistedState
+    /// Names DigitalOcean did not know, and when we asked.
+    var negativeLookups: [String: ContinuousClock.Instant] = [:]
+    let volumeLocks = AsyncKeyedLock()
+    let dropletLock = AsyncKeyedLock()
+
+    public init(
+        configuration: ServiceConfiguration, api: any VolumeAPI, devices: any DeviceWatching,
+        filesystem: any HostFilesystem, store: StateStore, time: TimeSource = .system, logger: Logger
+    ) throws {
+        self.configuration = configuration
+        self.api = api
+        self.devices = devices
+        self.filesystem = filesystem
+        self.store = store
+        self.time = time
+        self.logger = logger
+        self.state = try store.load()
+    }
+
+    /// The registry as it stands.
+    public var records: [String: VolumeRecord] { state.volumes }
+
+    // MARK: Start-up
+
+    /// Makes the registry agree with the host before the socket opens: a record that claims a mount that is gone
+    /// (the engine unmounts propagated mounts when it stops) loses its references, and a mount under the mount root
+    /// that no reference holds is unmounted. Call once, before serving.
+    public func reconcileWithHost() async throws {
+        let mounts = try await filesystem.mounts(under: configuration.mountRoot)
+        let mounted = Dictionary(mounts.map { ($0.mountpoint, $0) }, uniquingKeysWith: { first, _ in first })
+        var changed = false
+        for (name, var record) in state.volumes {
+            let mountpoint = mountpoint(for: name)
+            if mounted[mountpoint] == nil {
+                if record.mountpoint != nil || !record.references.isEmpty {
+                    logger.notice(
+                        "Mount is gone; dropping its references",
+                        metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
+                    record.mountpoint = nil
+                    record.references = [:]
+                    changed = true
+                }
+            } else if record.references.isEmpty {
+                logger.notice("Unmounting a mount that no container holds", metadata: ["volume.name": "\(name)"])
+                try await filesystem.unmount(path: mountpoint)
+                record.mountpoint = nil
+                changed = true
+            } else if record.mountpoint == nil {
+                record.mountpoint = mountpoint
+                changed = true
+            }
+            state.volumes[name] = record
+        }
+        if changed { try await persist() }
+    }
+
+    /// Releases volumes that DigitalOcean shows attached here but that no container here holds (a crash between
+    /// attach and mount, say). Only volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. Safe to
+    /// run while serving: each volume's lock is held while it is looked at.
+    public func releaseUnusedAttachments() async {
+        guard configuration.detachOnUnmount else { return }
+        let attachedHere: [Volume]
+        do {
+            attachedHere = try await api.volumes(named: nil, region: configuration.region)
+                .filter { $0.dropletIDs.contains(configuration.dropletID) }
+        } catch {
+            logger.warning("Cannot list volumes to release unused attachments", metadata: ["error": "\(error)"])
+            return
+        }
+        for volume in attachedHere {
+            guard let name = state.volumes.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
+            else { continue }
+            await volumeLocks.withLock(name) {
+                guard let record = state.volumes[name], record.references.isEmpty, record.mountpoint == nil else { return }
+                logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
+                do {
+                    try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+                } catch {
+                    logger.warning("Cannot release attachment", metadata: ["volume.name": "\(name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    // MARK: VolumeDriver
+
+    public func create(name: String, options: [String: String]) async throws {
+        if let option = options.keys.sorted().first {
+            throw VolumeError(
+                .invalidOption,
+                "volume option \"\(option)\" is not supported; this driver takes no options: create the DigitalOcean "
+                    + "volume first, then use its name")
+        }
+        let doName = try digitalOceanName(name)
+        try await volumeLocks.withLock(name) {
+            if state.volumes[name] != nil { return }
+            guard let volume = try await lookUp(doName: doName, name: name) else {
+                throw VolumeError(
+                    .notFound,
+                    "there is no DigitalOcean volume named \"\(doName)\" in region \(configuration.region); create it "
+                        + "first, e.g. doctl compute volume create \(doName) --region \(configuration.region) "
+                        + "--size 10GiB --fs-type ext4")
+            }
+            state.volumes[name] = VolumeRecord(name: name, doName: doName, volumeID: volume.id, createdAt: time.wallClock())
+            try await persist()
+            logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
+        }
+    }
+
+    public func remove(name: String) async throws {
+        try await volumeLocks.withLock(name) {
+            guard let record = state.volumes[name] else { return }
+            if record.referenceCount > 0 {
+                throw VolumeError(
+                    .inUse,
+                    "volume \(name) is in use by \(record.referenceCount) container mount(s) on this droplet; "
+                        + "stop those containers first")
+            }
+            if let mountpoint = record.mountpoint {
+                try await unmountIfMounted(mountpoint, name: name)
+            }
+            state.volumes[name] = nil
+            try await persist()
+            logger.info("Volume forgotten", metadata: ["volume.name": "\(name)"])
+        }
+    }
+
+    public func get(name: String) async throws -> VolumeInfo {
+        if let record = state.volumes[name] { return info(record) }
+        guard let doName = VolumeNames.digitalOceanName(for: name) else {
+            throw VolumeError(.notFound, "no such volume: \(name)")
+        }
+        return try await volumeLocks.withLock(name) {
+            if let record = state.volumes[name] { return info(record) }
+            guard let volume = try await lookUp(doName: doName, name: name) else {
+                throw VolumeError(.notFound, "no such volume: \(name)")
+            }
+            let record = VolumeRecord(name: name, doName: doName, volumeID: volume.id, createdAt: time.wallClock())
+            state.volumes[name] = record
+            try await persist()
+            logger.info("Volume found on DigitalOcean", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
+            return info(record)
+        }
+    }
+
+    public func list() async throws -> [VolumeInfo] {
+        state.volumes.values.sorted { $0.name < $1.name }.map(info)
+    }
+
+    public func path(name: String) async throws -> String {
+        guard let record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        return record.mountpoint ?? ""
+    }
+
+    public func mount(name: String, id: String) async throws -> String {
+        if state.volumes[name] == nil { _ = try await get(name: name) }
+        return try await volumeLocks.withLock(name) {
+            guard var record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+            let mountpoint = mountpoint(for: name)
+            if try await isMounted(mountpoint) {
+                record.references[id, default: 0] += 1
+                record.mountpoint = mountpoint
+                state.volumes[name] = record
+                try await persist()
+                logger.debug("Mount reused", metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
+                return mountpoint
+            }
+            let started = time.now()
+            let (volumeID, device, attachedByUs) = try await bringHere(&record)
+            do {
+                try await mountDevice(device, at: mountpoint, name: name, doName: record.doName)
+            } catch {
+                if attachedByUs && configuration.detachOnUnmount {
+                    do {
+                        try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+                    } catch let detachError {
+                        logger.error(
+                            "Cannot release the volume after a failed mount",
+                            metadata: ["volume.name": "\(name)", "error": "\(detachError)"])
+                    }
+                }
+                throw error
+            }
+            record.references[id, default: 0] += 1
+            record.mountpoint = mountpoint
+            state.volumes[name] = record
+            try await persist()
+            logger.info(
+                "Volume mounted",
+                metadata: [
+                    "volume.name": "\(name)", "device.path": "\(device)", "mountpoint": "\(mountpoint)",
+                    "duration.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
+                ])
+            return mountpoint
+        }
+    }
+
+    public func unmount(name: String, id: String) async throws {
+        try await volumeLocks.withLock(name) {
+            guard var record = state.volumes[name] else { return }
+            guard let count = record.references[id] else {
+                logger.notice("Unmount for a mount ID this plugin does not hold", metadata: ["volume.name": "\(name)", "mount.id": "\(id)"])
+                return
+            }
+            if count > 1 { record.references[id] = count - 1 } else { record.references[id] = nil }
+            state.volumes[name] = record
+            if record.referenceCount > 0 {
+                try await persist()
+                return
+            }
+            let mountpoint = mountpoint(for: name)
+            try await unmountIfMounted(mountpoint, name: name)
+            record.mountpoint = nil
+            state.volumes[name] = record
+            try await persist()
+            logger.info("Volume unmounted", metadata: ["volume.name": "\(name)"])
+            if configuration.detachOnUnmount {
+                let volumeID = try await resolveVolumeID(&record)
+                try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    func info(_ record: VolumeRecord) -> VolumeInfo {
+        var status: [String: String] = ["do.name": record.doName, "region": configuration.region]
+        if let id = record.volumeID { status["do.id"] = id }
+        status["references"] = String(record.referenceCount)
+        return VolumeInfo(name: record.name, mountpoint: record.mountpoint ?? "", createdAt: record.createdAt, status: status)
+    }
+
+    func mountpoint(for name: String) -> String { configuration.mountRoot + "/" + name }
+
+    func digitalOceanName(_ name: String) throws -> String {
+        guard let doName = VolumeNames.digitalOceanName(for: name) else {
+            throw VolumeError(
+                .invalidName,
+                "volume name \"\(name)\" cannot name a DigitalOcean volume: use lowercase letters, digits and \"-\", "
+                    + "starting with a letter, at most 64 characters (\"_\" is read as \"-\")")
+        }
+        return doName
+    }
+
+    func persist() async throws {
+        do {
+            try await store.save(state)
+        } catch {
+            throw VolumeError(.state, "cannot save the plugin's state: \(error)")
+        }
+    }
+
+    /// Looks a name up on DigitalOcean, remembering misses for a short while.
+    func lookUp(doName: String, name: String) async throws -> Volume? {
+        if let asked = negativeLookups[doName], asked.duration(to: time.now()) < configuration.negativeLookupTTL {
+            return nil
+        }
+        let found = try await cloud("look up volume \(doName)") {
+            try await api.volumes(named: doName, region: configuration.region)
+        }.first { $0.name == doName }
+        if found == nil { negativeLookups[doName] = time.now() } else { negativeLookups[doName] = nil }
+        return found
+    }
+
+    /// Runs a DigitalOcean call, turning its failure into a `VolumeError` that says what was being done.
+    func cloud<T: Sendable>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "cannot \(what): \(error)")
+        } catch let error as VolumeError {
+            throw error
+        } catch is CancellationError {
+            throw VolumeError(.cloud, "cannot \(what): cancelled")
+        } catch {
+            throw VolumeError(.cloud, "cannot \(what): \(error)")
+        }
+    }
+
+    func isMounted(_ mountpoint: String) async throws -> Bool {
+        try await filesystem.mounts(under: mountpoint).contains { $0.mountpoint == mountpoint }
+    }
+
+    func unmountIfMounted(_ mountpoint: String, name: String) async throws {
+        guard try await isMounted(mountpoint) else { return }
+        do {
+            try await filesystem.unmount(path: mountpoint)
+        } catch {
+            throw VolumeError(.unmountFailed, "cannot unmount volume \(name) at \(mountpoint): \(error)")
+        }
+    }
+
+    func resolveVolumeID(_ record: inout VolumeRecord) async throws -> String {
+        if let id = record.volumeID { return id }
+        let doName = record.doName
+        guard let volume = try await lookUp(doName: doName, name: record.name) else {
+            throw VolumeError(.notFound, "the DigitalOcean volume \(doName) no longer exists in region \(configuration.region)")
+        }
+        record.volumeID = volume.id
+        return volume.id
+    }
+
+    func mountDevice(_ device: String, at mountpoint: String, name: String, doName: String) async throws {
+        let type: String?
+        do {
+            type = try await filesystem.filesystemType(device: device)
+        } catch {
+            throw VolumeError(.mountFailed, "cannot read the filesystem of volume \(name) on \(device): \(error)")
+        }
+        guard let type else {
+            let link = configuration.deviceDirectory + "/" + VolumeNames.deviceLinkName(for: doName)
+            throw VolumeError(
+                .blankDevice,
+                "volume \(name) has no filesystem; this driver never formats a volume by itself, so nothing is lost by "
+                    + "mistake. Format it once from a droplet it is attached to (mkfs.ext4 \(link)), or create volumes "
+                    + "with a filesystem (doctl compute volume create ... --fs-type ext4)")
+        }
+        do {
+            try await filesystem.mount(device: device, at: mountpoint, type: type)
+        } catch {
+            throw VolumeError(.mountFailed, "cannot mount volume \(name) (\(type) on \(device)) at \(mountpoint): \(error)")
+        }
+    }
+}

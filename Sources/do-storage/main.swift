@@ -1,0 +1,25 @@
+import Foundation
+import Logging
+import PluginApp
+
+// do-storage: Docker volume plugin for DigitalOcean Block Storage. Configured only through the environment
+// (see README.md, "Configuration").
+let settings: PluginSettings
+do {
+    settings = try PluginSettings.fromEnvironment()
+} catch {
+    FileHandle.standardError.write(Data("do-storage: \(error)\n".utf8))
+    exit(2)
+}
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardOutput(label: label)
+    handler.logLevel = settings.logLevel
+    return handler
+}
+let logger = Logger(label: "do_storage")
+do {
+    try await PluginApp.run(settings: settings, logger: logger)
+} catch {
+    logger.critical("do_storage stopped", metadata: ["error": "\(error)"])
+    exit(1)
+}

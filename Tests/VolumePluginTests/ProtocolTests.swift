@@ -1,0 +1,164 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+import TestSupport
+import VolumePlugin
+import VolumeService
+
+/// Docker's VolumeDriver protocol as the engine uses it, against the real orchestration over simulated DigitalOcean.
+@Suite struct ProtocolTests {
+    /// A router serving a fresh harness with one droplet (1001) and one formatted volume ("data").
+    func withPlugin(_ body: @escaping @Sendable (any TestClientProtocol, ServiceHarness, ServiceHarness.Node) async throws -> Void) async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("data")
+        let node = try await harness.node(droplet: 1001)
+        let router = Router()
+        VolumeDriverController(driver: node.service, logger: Logger(label: "test")).addRoutes(to: router)
+        let app = Application(router: router)
+        try await app.test(.router) { client in try await body(client, harness, node) }
+    }
+
+    func call(_ client: any TestClientProtocol, _ method: String, _ body: String?) async throws -> (Int, [String: Any]) {
+        try await client.execute(
+            uri: "/\(method)", method: .post, body: body.map { ByteBuffer(string: $0) }
+        ) { response in
+            let bytes = Data(response.body.readableBytesView)
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: bytes) as? [String: Any], "\(method) answered no JSON object")
+            #expect(response.headers[.contentType] == VolumeDriverController.contentType)
+            return (Int(response.status.code), object)
+        }
+    }
+
+    static let everyMethod: [(String, String?)] = [
+        ("Plugin.Activate", nil), ("VolumeDriver.Capabilities", nil), ("VolumeDriver.List", "{}"),
+        ("VolumeDriver.Get", #"{"Name":"data"}"#), ("VolumeDriver.Get", #"{"Name":"nope"}"#),
+        ("VolumeDriver.Path", #"{"Name":"data"}"#), ("VolumeDriver.Create", #"{"Name":"data","Opts":null}"#),
+        ("VolumeDriver.Remove", #"{"Name":"nope"}"#), ("VolumeDriver.Unmount", #"{"Name":"data","ID":"x"}"#),
+        ("VolumeDriver.Get", nil), ("VolumeDriver.List", nil),
+    ]
+
+    @Test("every method answers a JSON object, even to an empty body", arguments: everyMethod.indices)
+    func alwaysJSON(index: Int) async throws {
+        let (method, body) = Self.everyMethod[index]
+        try await withPlugin { client, _, _ in
+            let (_, object) = try await call(client, method, body)
+            #expect(!object.isEmpty)
+        }
+    }
+
+    @Test func activateAnnouncesVolumeDriver() async throws {
+        try await withPlugin { client, _, _ in
+            let (status, object) = try await call(client, "Plugin.Activate", nil)
+            #expect(status == 200)
+            #expect(object["Implements"] as? [String] == ["VolumeDriver"])
+        }
+    }
+
+    @Test func capabilitiesScopeIsGlobal() async throws {
+        try await withPlugin { client, _, _ in
+            let (_, object) = try await call(client, "VolumeDriver.Capabilities", "{}")
+            #expect((object["Capabilities"] as? [String: Any])?["Scope"] as? String == "global")
+        }
+    }
+
+    @Test func getEchoesNameWithRFC3339CreatedAt() async throws {
+        try await withPlugin { client, _, _ in
+            let (status, object) = try await call(client, "VolumeDriver.Get", #"{"Name":"data"}"#)
+            #expect(status == 200)
+            #expect(object["Err"] as? String == "")
+            let volume = try #require(object["Volume"] as? [String: Any])
+            #expect(volume["Name"] as? String == "data")
+            let created = try #require(volume["CreatedAt"] as? String)
+            #expect(try Date(created, strategy: .iso8601) <= Date())
+            #expect(created.hasSuffix("Z"))
+            #expect(volume["Status"] is [String: Any])
+        }
+    }
+
+    @Test func unknownVolumeIsAnError() async throws {
+        try await withPlugin { client, _, _ in
+            for name in ["nope", "Has_Upper", ""] {
+                let (status, object) = try await call(client, "VolumeDriver.Get", "{\"Name\":\"\(name)\"}")
+                #expect(status == 500)
+                #expect((object["Err"] as? String)?.contains("no such volume") == true)
+            }
+            let (_, path) = try await call(client, "VolumeDriver.Path", #"{"Name":"nope"}"#)
+            #expect((path["Err"] as? String)?.isEmpty == false)
+        }
+    }
+
+    @Test func createIsIdempotentAndUnknownVolumesAreExplained() async throws {
+        try await withPlugin { client, _, node in
+            for _ in 0..<3 {
+                let (status, object) = try await call(client, "VolumeDriver.Create", #"{"Name":"data","Opts":{}}"#)
+                #expect(status == 200)
+                #expect(object["Err"] as? String == "")
+            }
+            #expect(await node.service.records.count == 1)
+            let (_, missing) = try await call(client, "VolumeDriver.Create", #"{"Name":"absent"}"#)
+            #expect((missing["Err"] as? String)?.contains("doctl compute volume create absent") == true)
+            let (_, option) = try await call(client, "VolumeDriver.Create", #"{"Name":"data2","Opts":{"size":"10"}}"#)
+            #expect((option["Err"] as? String)?.contains("\"size\" is not supported") == true)
+            let (_, badName) = try await call(client, "VolumeDriver.Create", #"{"Name":"My.Data"}"#)
+            #expect((badName["Err"] as? String)?.contains("lowercase letters") == true)
+        }
+    }
+
+    @Test func listShowsKnownVolumes() async throws {
+        try await withPlugin { client, _, _ in
+            _ = try await call(client, "VolumeDriver.Create", #"{"Name":"data"}"#)
+            let (_, object) = try await call(client, "VolumeDriver.List", "{}")
+            let volumes = try #require(object["Volumes"] as? [[String: Any]])
+            #expect(volumes.map { $0["Name"] as? String } == ["data"])
+        }
+    }
+
+    @Test func mountIsIdempotentAndCountsPerID() async throws {
+        try await withPlugin { client, harness, node in
+            let (_, first) = try await call(client, "VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)
+            let mountpoint = try #require(first["Mountpoint"] as? String)
+            #expect(mountpoint == node.configuration.mountRoot + "/data")
+            // The engine retries Mount and reuses IDs (docker cp): same answer, one mount, one attach.
+            let (_, again) = try await call(client, "VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)
+            #expect(again["Mountpoint"] as? String == mountpoint)
+            _ = try await call(client, "VolumeDriver.Mount", #"{"Name":"data","ID":"b"}"#)
+            #expect(await node.service.records["data"]?.references == ["a": 2, "b": 1])
+            #expect(node.filesystem.mounted.count == 1)
+            #expect(await harness.world.actionLog.filter { $0.type == "attach" }.count == 1)
+            let (_, path) = try await call(client, "VolumeDriver.Path", #"{"Name":"data"}"#)
+            #expect(path["Mountpoint"] as? String == mountpoint)
+
+            _ = try await call(client, "VolumeDriver.Unmount", #"{"Name":"data","ID":"a"}"#)
+            _ = try await call(client, "VolumeDriver.Unmount", #"{"Name":"data","ID":"b"}"#)
+            #expect(node.filesystem.mounted.count == 1, "ID a still holds one reference")
+            let (_, busy) = try await call(client, "VolumeDriver.Remove", #"{"Name":"data"}"#)
+            #expect((busy["Err"] as? String)?.contains("in use") == true)
+            _ = try await call(client, "VolumeDriver.Unmount", #"{"Name":"data","ID":"a"}"#)
+            #expect(node.filesystem.mounted.isEmpty)
+            #expect(await harness.attachments("data").isEmpty, "the last unmount released the volume")
+            let (_, path2) = try await call(client, "VolumeDriver.Path", #"{"Name":"data"}"#)
+            #expect(path2["Mountpoint"] as? String == "")
+            let (_, removed) = try await call(client, "VolumeDriver.Remove", #"{"Name":"data"}"#)
+            #expect(removed["Err"] as? String == "")
+            #expect(await node.service.records.isEmpty)
+        }
+    }
+
+    @Test func missingTokenAnswersEveryCallWithHowToSetIt() async throws {
+        let router = Router()
+        let driver = UnconfiguredDriver(error: VolumeError(.notConfigured, "set ACCESS_TOKEN with docker plugin set"))
+        VolumeDriverController(driver: driver, logger: Logger(label: "test")).addRoutes(to: router)
+        try await Application(router: router).test(.router) { client in
+            for method in ["VolumeDriver.Create", "VolumeDriver.Get", "VolumeDriver.List", "VolumeDriver.Mount"] {
+                let (status, object) = try await call(client, method, #"{"Name":"data","ID":"x"}"#)
+                #expect(status == 500)
+                #expect((object["Err"] as? String)?.contains("ACCESS_TOKEN") == true)
+            }
+            let (_, caps) = try await call(client, "VolumeDriver.Capabilities", nil)
+            #expect(caps["Capabilities"] != nil)
+        }
+    }
+}
