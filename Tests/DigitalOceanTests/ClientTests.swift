@@ -1,0 +1,229 @@
+import CurlTransport
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Logging
+import Testing
+
+/// The DigitalOcean client over libcurl against the simulator on loopback: real HTTP, real faults, counted requests.
+@Suite struct ClientTests {
+    static let token = "dop_v1_secret-token-value-0123456789"
+
+    struct Lab {
+        let server: SimulatorServer
+        let running: RunningSimulator
+        let client: DOClient
+        let clock: VirtualClockRecord
+        let root: String
+    }
+
+    /// A simulator, and a client whose waits run in virtual time (the backoff is recorded, not slept).
+    func withLab(
+        retry: RetryPolicy = RetryPolicy(), options: (inout SimulatorOptions) -> Void = { _ in },
+        _ body: (Lab) async throws -> Void
+    ) async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("do-client-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var simOptions = SimulatorOptions(token: Self.token, actionLatency: .milliseconds(20))
+        options(&simOptions)
+        let world = SimulatorWorld(options: simOptions, devices: FileDeviceBackend(dataDirectory: root + "/data"))
+        try await world.addDroplet(id: 1001, deviceDirectory: root + "/d1")
+        let server = SimulatorServer(world: world)
+        let running = try await server.start()
+        let (time, record) = TimeSource.virtual()
+        let client = DOClient(
+            baseURL: running.apiURL, token: Self.token, transport: CurlTransport(), retry: retry, time: time,
+            logger: Logger(label: "test"))
+        do {
+            try await body(Lab(server: server, running: running, client: client, clock: record, root: root))
+        } catch {
+            await running.stop()
+            throw error
+        }
+        await running.stop()
+    }
+
+    @Test func createListGetAttachDetach() async throws {
+        try await withLab { lab in
+            let created = try await lab.client.createVolume(
+                VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1", filesystemType: "ext4"))
+            let found = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+            #expect(found.map(\.id) == [created.id])
+            #expect(found.first?.filesystemType == "ext4")
+            var action = try await lab.client.attach(volumeID: created.id, dropletID: 1001, region: "nyc1")
+            #expect(action.status == .inProgress)
+            #expect(action.type == "attach_volume")
+            while action.status == .inProgress {
+                try await Task.sleep(for: .milliseconds(10))
+                action = try await lab.client.action(volumeID: created.id, actionID: action.id)
+            }
+            #expect(action.status == .completed)
+            #expect(try await lab.client.volume(id: created.id).dropletIDs == [1001])
+            #expect(try await lab.client.droplet(id: 1001).volumeIDs == [created.id])
+            let detach = try await lab.client.detach(volumeID: created.id, dropletID: 1001, region: "nyc1")
+            #expect(detach.type == "detach_volume")
+        }
+    }
+
+    @Test func listFollowsEveryPage() async throws {
+        try await withLab { lab in
+            for index in 0..<205 {
+                _ = try await lab.server.world.createVolume(
+                    VolumeCreateRequest(name: "v\(index)", sizeGigabytes: 1, region: "nyc1"))
+            }
+            lab.server.clearRecorded()
+            let all = try await lab.client.volumes(region: "nyc1")
+            #expect(all.count == 205)
+            #expect(Set(all.map(\.name)).count == 205)
+            #expect(lab.server.count(method: "GET") == 2, "200 per page: two pages")
+        }
+    }
+
+    @Test func errorsCarryDigitalOceansMessageAndAdvice() async throws {
+        try await withLab { lab in
+            let created = try await lab.client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+            let conflict = await #expect(throws: DOError.self) {
+                try await lab.client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+            }
+            #expect(conflict?.code == .conflict)
+            #expect(conflict?.message.contains("already exists") == true)
+            let invalid = await #expect(throws: DOError.self) {
+                try await lab.client.createVolume(VolumeCreateRequest(name: "Bad_Name", sizeGigabytes: 1, region: "nyc1"))
+            }
+            #expect(invalid?.message == "failed to create volume: invalid volume name. names must be lowercase and alphanumeric")
+            let missing = await #expect(throws: DOError.self) { try await lab.client.volume(id: "nope") }
+            #expect(missing?.code == .notFound)
+            #expect(created.dropletIDs.isEmpty)
+        }
+    }
+
+    @Test func detachingAnUnattachedVolumeIsAttachmentNotFound() async throws {
+        try await withLab { lab in
+            let created = try await lab.client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+            let error = await #expect(throws: DOError.self) {
+                try await lab.client.detach(volumeID: created.id, dropletID: 1001, region: "nyc1")
+            }
+            #expect(error?.isAttachmentNotFound == true)
+            #expect(lab.server.count(method: "POST") == 2, "a 422 is not retried")
+        }
+    }
+
+    @Test func badTokenIsUnauthorizedWithAdviceAndNoToken() async throws {
+        try await withLab { lab in
+            let wrong = DOClient(
+                baseURL: lab.running.apiURL, token: "dop_v1_wrong-secret", transport: CurlTransport(),
+                logger: Logger(label: "test"))
+            let error = await #expect(throws: DOError.self) { try await wrong.volumes(named: "x", region: "nyc1") }
+            #expect(error?.code == .unauthorized)
+            #expect(error?.description.contains("ACCESS_TOKEN") == true)
+            #expect(error?.description.contains("wrong-secret") == false)
+            #expect(lab.server.count() == 1, "401 is not retried")
+        }
+    }
+
+    @Test func tooManyRequestsHonoursRetryAfter() async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.tooManyRequests(retryAfter: 7), count: 1))
+            _ = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+            #expect(lab.server.count() == 2)
+            #expect(lab.clock.sleeps == [.seconds(7)])
+        }
+    }
+
+    @Test func rateLimitBudgetAnswers429WithHeaders() async throws {
+        try await withLab(options: { $0.requestsPerMinute = 3 }) { lab in
+            for _ in 0..<3 { _ = try await lab.client.volumes(named: "x", region: "nyc1") }
+            let limited = lab.server.recorded.last!
+            #expect(limited.responseHeaders["ratelimit-limit"] == "5000")
+            #expect(limited.responseHeaders["ratelimit-remaining"] == "4997")
+            #expect(Int(limited.responseHeaders["ratelimit-reset"] ?? "") ?? 0 > Int(Date().timeIntervalSince1970))
+            // The 4th request within the minute is refused; the client waits as told, within its deadline.
+            let error = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "x", region: "nyc1") }
+            #expect(error?.code == .rateLimited)
+            #expect(lab.server.recorded.last?.status == 429)
+            #expect(lab.server.recorded.last?.responseHeaders["retry-after"] != nil)
+            #expect(lab.server.count() <= 3 + 1 + RetryPolicy().maxRetries)
+        }
+    }
+
+    @Test func burstOf500sIsRetriedWithBackoff() async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.status(500), count: 3))
+            _ = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+            #expect(lab.server.count() == 4)
+            #expect(lab.clock.sleeps == [.milliseconds(500), .seconds(1), .seconds(2)])
+        }
+    }
+
+    @Test func persistent503GivesUpAfterMaxRetries() async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.status(503), count: 100))
+            let error = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "pgdata", region: "nyc1") }
+            #expect(error?.code == .server)
+            #expect(lab.server.count() == 5, "one try and four retries, no storm")
+        }
+    }
+
+    @Test func notImplementedIsNotRetried() async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.status(501), count: 1))
+            await #expect(throws: DOError.self) { try await lab.client.volumes(named: "pgdata", region: "nyc1") }
+            #expect(lab.server.count() == 1)
+        }
+    }
+
+    @Test func resetConnectionIsRetried() async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.reset, count: 2))
+            let volumes = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+            #expect(volumes.isEmpty)
+            #expect(lab.server.count() == 3)
+        }
+    }
+
+    @Test func retriedAttachAfterLostResponseReadsAlreadyAttached() async throws {
+        try await withLab { lab in
+            let created = try await lab.client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+            _ = try await lab.client.attach(volumeID: created.id, dropletID: 1001, region: "nyc1")
+            while try await lab.client.volume(id: created.id).dropletIDs.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+            let error = await #expect(throws: DOError.self) {
+                try await lab.client.attach(volumeID: created.id, dropletID: 1001, region: "nyc1")
+            }
+            #expect(error?.isAlreadyAttached == true)
+        }
+    }
+
+    @Test func slowResponsesTimeOutAndTheDeadlineHolds() async throws {
+        let retry = RetryPolicy(maxRetries: 10, attemptTimeout: .milliseconds(200), deadline: .seconds(2))
+        try await withLab(retry: retry) { lab in
+            lab.server.inject(Fault(.slow(.seconds(1)), count: 100))
+            let error = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "pgdata", region: "nyc1") }
+            #expect(error?.code == .transport)
+            #expect(error?.message.contains("imeout") == true || error?.message.contains("timed out") == true)
+            #expect(lab.server.count() < 10, "the deadline stops the retries")
+        }
+    }
+
+    @Test func connectionRefusedIsATransportError() async throws {
+        let client = DOClient(
+            baseURL: "http://127.0.0.1:9", token: Self.token, transport: CurlTransport(),
+            retry: RetryPolicy(maxRetries: 1, initialBackoff: .milliseconds(1)), logger: Logger(label: "test"))
+        let error = await #expect(throws: DOError.self) { try await client.volumes(named: "x", region: "nyc1") }
+        #expect(error?.code == .transport)
+        #expect(error?.description.contains(Self.token) == false)
+    }
+
+    @Test func metadataServiceGivesDropletIdentity() async throws {
+        try await withLab { lab in
+            let identity = try await MetadataClient(
+                baseURL: lab.running.metadataURL(droplet: 1001), transport: CurlTransport()
+            ).identity()
+            #expect(identity == DropletIdentity(id: 1001, region: "nyc1"))
+            let (time, _) = TimeSource.virtual()
+            let missing = MetadataClient(
+                baseURL: lab.running.metadataURL(droplet: 9999), transport: CurlTransport(), time: time)
+            let error = await #expect(throws: MetadataError.self) { try await missing.identity() }
+            #expect(error?.message.contains("DROPLET_ID") == true)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Logging
+import PluginApp
+import Testing
+import VolumeService
+
+@Suite struct SettingsTests {
+    @Test func defaultsAreTheDocumentedOnes() throws {
+        let settings = try PluginSettings.fromEnvironment([:])
+        #expect(settings.accessToken == nil)
+        #expect(settings.apiURL == "https://api.digitalocean.com")
+        #expect(settings.metadataURL == "http://169.254.169.254/metadata/v1")
+        #expect(settings.dropletID == nil)
+        #expect(settings.dropletRegion == nil)
+        #expect(settings.deviceDirectory == "/dev/disk/by-id")
+        #expect(settings.mountRoot == "/mnt/volumes")
+        #expect(settings.stateDirectory == "/var/lib/do-storage")
+        #expect(settings.socketPath == "/run/docker/plugins/do_storage.sock")
+        #expect(settings.detachOnUnmount == true)
+        #expect(settings.handoffTimeout == .seconds(30))
+        #expect(settings.takeover == .never)
+        #expect(settings.logLevel == .info)
+    }
+
+    @Test func everyVariableIsRead() throws {
+        let settings = try PluginSettings.fromEnvironment([
+            "ACCESS_TOKEN": " tok ", "DO_API_URL": "http://127.0.0.1:9/", "DO_METADATA_URL": "http://127.0.0.1:9/m",
+            "DROPLET_ID": "42", "DROPLET_REGION": "fra1", "DEVICE_DIR": "/d", "MOUNT_ROOT": "/m/", "STATE_DIR": "/s",
+            "SOCKET_PATH": "/p.sock", "DETACH_ON_UNMOUNT": "false", "HANDOFF_TIMEOUT": "45s",
+            "TAKEOVER": "always", "LOG_LEVEL": "debug",
+        ])
+        #expect(settings.accessToken == "tok")
+        #expect(settings.apiURL == "http://127.0.0.1:9")
+        #expect(settings.metadataURL == "http://127.0.0.1:9/m")
+        #expect(settings.dropletID == 42)
+        #expect(settings.dropletRegion == "fra1")
+        #expect(settings.deviceDirectory == "/d")
+        #expect(settings.mountRoot == "/m")
+        #expect(settings.stateDirectory == "/s")
+        #expect(settings.socketPath == "/p.sock")
+        #expect(settings.detachOnUnmount == false)
+        #expect(settings.handoffTimeout == .seconds(45))
+        #expect(settings.takeover == .always)
+        #expect(settings.logLevel == .debug)
+    }
+
+    @Test(arguments: [("30", Duration.seconds(30)), ("30s", .seconds(30)), ("500ms", .milliseconds(500)),
+                      ("2m", .seconds(120)), ("1.5s", .milliseconds(1500)), ("0", .zero)])
+    func durations(text: String, expected: Duration) throws {
+        #expect(try PluginSettings.duration(text, "X") == expected)
+    }
+
+    @Test(arguments: [
+        ("DROPLET_ID", "abc"), ("DO_API_URL", "api.digitalocean.com"), ("DO_METADATA_URL", "ftp://x"),
+        ("DEVICE_DIR", "relative"), ("MOUNT_ROOT", "mnt"), ("STATE_DIR", "state"), ("SOCKET_PATH", "x.sock"),
+        ("DETACH_ON_UNMOUNT", "maybe"), ("HANDOFF_TIMEOUT", "soon"), ("HANDOFF_TIMEOUT", "5m"),
+        ("HANDOFF_TIMEOUT", "-3"), ("TAKEOVER", "sometimes"), ("LOG_LEVEL", "loud"),
+    ])
+    func badValuesNameTheVariable(name: String, value: String) {
+        let error = #expect(throws: SettingsError.self) { try PluginSettings.fromEnvironment([name: value]) }
+        #expect(error?.message.hasPrefix(name) == true)
+    }
+
+    @Test func missingTokenMakesEveryCallExplainHowToSetIt() async throws {
+        let driver = PluginApp.makeDriver(settings: PluginSettings(), logger: Logger(label: "test"))
+        let error = await #expect(throws: VolumeError.self) { try await driver.get(name: "pgdata") }
+        #expect(error?.code == .notConfigured)
+        #expect(error?.message.contains("docker plugin set <plugin> ACCESS_TOKEN=<token>") == true)
+    }
+}

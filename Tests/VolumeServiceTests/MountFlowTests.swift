@@ -1,0 +1,256 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Testing
+import TestSupport
+import VolumeService
+
+/// The Mount/Unmount orchestration between droplets, over the in-process simulator.
+@Suite struct MountFlowTests {
+    @Test func volumeFollowsTheContainerFromDropletToDroplet() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2)
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        #expect(await harness.attachments("pgdata") == [1])
+        try await a.service.unmount(name: "pgdata", id: "c1")
+        #expect(await harness.attachments("pgdata").isEmpty)
+        _ = try await b.service.mount(name: "pgdata", id: "c2")
+        #expect(await harness.attachments("pgdata") == [2])
+        let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
+        #expect(log == ["attach@1", "detach@1", "attach@2"])
+    }
+
+    @Test func takeoverNeverWaitsThenFailsNamingTheHolder() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .milliseconds(600) }
+        let mountpoint = try await a.service.mount(name: "pgdata", id: "c1")
+        let started = ContinuousClock.now
+        let error = await #expect(throws: VolumeError.self) { try await b.service.mount(name: "pgdata", id: "c2") }
+        #expect(ContinuousClock.now - started >= .milliseconds(600))
+        #expect(error?.code == .attachedElsewhere)
+        #expect(error?.message.contains("droplet 1") == true)
+        #expect(error?.message.contains("TAKEOVER=always") == true)
+        #expect(await harness.attachments("pgdata") == [1])
+        #expect(a.filesystem.mounted[mountpoint] != nil, "droplet 1's mount is untouched")
+        #expect(b.filesystem.mounted.isEmpty)
+        #expect(await harness.world.actionLog.filter { $0.type == "detach" }.isEmpty)
+    }
+
+    @Test func takeoverNeverSucceedsWhenTheHolderReleasesDuringTheWait() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .seconds(10) }
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        async let mountOnB = b.service.mount(name: "pgdata", id: "c2")
+        // B is waiting: A's container stops.
+        try await a.service.unmount(name: "pgdata", id: "c1")
+        let mountpoint = try await mountOnB
+        #expect(b.filesystem.mounted[mountpoint] != nil)
+        #expect(await harness.attachments("pgdata") == [2])
+        let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
+        #expect(log == ["attach@1", "detach@1", "attach@2"], "the detach was A's own, not a theft")
+    }
+
+    @Test func takeoverAlwaysDetachesFromTheHolder() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2) { $0.takeover = .always }
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        _ = try await b.service.mount(name: "pgdata", id: "c2")
+        #expect(await harness.attachments("pgdata") == [2])
+        let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
+        #expect(log == ["attach@1", "detach@1", "attach@2"])
+    }
+
+    @Test func erroredAttachIsAClearErrorAndNothingIsLeftMounted() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        await harness.world.failNextActions(1)
+        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "pgdata", id: "c1") }
+        #expect(error?.code == .actionFailed)
+        #expect(error?.message.contains("failed") == true)
+        #expect(a.filesystem.mounted.isEmpty)
+        #expect(await a.service.records["pgdata"]?.references.isEmpty == true)
+        // The next Mount works.
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        #expect(await harness.attachments("pgdata") == [1])
+    }
+
+    @Test func pendingEventIsRetried() async throws {
+        let harness = try ServiceHarness(actionLatency: .milliseconds(300))
+        try await harness.createVolume("pgdata")
+        try await harness.createVolume("other")
+        let a = try await harness.node(droplet: 1)
+        // Someone else (the control panel, another tool) starts an action on the droplet first.
+        let other = await harness.world.listVolumes(name: "other", region: "nyc1")[0]
+        _ = try await harness.api.attach(volumeID: other.id, dropletID: 1, region: "nyc1")
+        harness.api.calls.reset()
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        #expect(await harness.attachments("pgdata") == [1])
+        let posts = harness.api.calls.byName["POST /v2/volumes/{id}/actions"] ?? 0
+        #expect(posts >= 2 && posts <= 4, "retried while pending, with backoff, not in a storm")
+    }
+
+    @Test func blankVolumeIsRefusedWithHowToFormatAndReleased() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("blank", filesystem: nil)
+        let a = try await harness.node(droplet: 1)
+        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "blank", id: "c1") }
+        #expect(error?.code == .blankDevice)
+        #expect(error?.message.contains("mkfs.ext4") == true)
+        #expect(await harness.attachments("blank").isEmpty, "the attach was rolled back")
+    }
+
+    @Test func failedMountRollsBackTheAttach() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        a.filesystem.failNextMount("wrong fs type")
+        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "pgdata", id: "c1") }
+        #expect(error?.code == .mountFailed)
+        #expect(error?.message.contains("wrong fs type") == true)
+        #expect(await harness.attachments("pgdata").isEmpty)
+        #expect(await a.service.records["pgdata"]?.referenceCount == 0)
+    }
+
+    @Test func keepAttachedWhenDetachOnUnmountIsOff() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1) { $0.detachOnUnmount = false }
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        try await a.service.unmount(name: "pgdata", id: "c1")
+        #expect(await harness.attachments("pgdata") == [1])
+        #expect(a.filesystem.mounted.isEmpty)
+        // Mounting again reuses the attachment: no new attach.
+        _ = try await a.service.mount(name: "pgdata", id: "c2")
+        #expect(await harness.world.actionLog.count == 1)
+    }
+
+    @Test func volumeCreatedOnAnotherDropletIsFoundByGet() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("shared")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2)
+        try await a.service.create(name: "shared", options: [:])
+        let info = try await b.service.get(name: "shared")
+        #expect(info.name == "shared")
+        #expect(try await b.service.list().map(\.name) == ["shared"])
+    }
+
+    @Test func composeUnderscoreNamesMapToDashes() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("myapp-pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "myapp_pgdata", options: [:])
+        let mountpoint = try await a.service.mount(name: "myapp_pgdata", id: "c1")
+        #expect(mountpoint.hasSuffix("/myapp_pgdata"))
+        #expect(await harness.attachments("myapp-pgdata") == [1])
+    }
+
+    @Test func coldMountSpendsAtMostThreeCallsPlusPolls() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        harness.api.calls.reset()
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        let calls = harness.api.calls.byName
+        #expect(calls["GET /v2/volumes/{id}"] == 1)
+        #expect(calls["POST /v2/volumes/{id}/actions"] == 1)
+        #expect(calls["GET /v2/volumes"] == nil)
+        #expect((calls["GET /v2/volumes/{id}/actions/{action}"] ?? 0) >= 1)
+    }
+
+    @Test func getListPathNeverCallDigitalOceanForKnownVolumes() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        harness.api.calls.reset()
+        for _ in 0..<100 {
+            _ = try await a.service.get(name: "pgdata")
+            _ = try await a.service.list()
+            _ = try await a.service.path(name: "pgdata")
+        }
+        #expect(harness.api.calls.total == 0)
+    }
+
+    @Test func unknownNamesAreLookedUpOnceThenRemembered() async throws {
+        let harness = try ServiceHarness()
+        let a = try await harness.node(droplet: 1)
+        for _ in 0..<5 {
+            await #expect(throws: VolumeError.self) { try await a.service.get(name: "ghost") }
+        }
+        #expect(harness.api.calls.total == 1)
+    }
+
+    @Test func outageNeverMakesAKnownVolumeUnknown() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        // Registered while DigitalOcean answered:
+        let b = try await harness.node(droplet: 2)
+        try await b.service.create(name: "pgdata", options: [:])
+        // A fresh service over the same state with DigitalOcean down still knows the volume.
+        let down = try VolumeService(
+            configuration: b.configuration, api: FailingAPI(),
+            devices: SignalDeviceWatcher(signal: harness.signal) { $0 }, filesystem: b.filesystem,
+            store: StateStore(directory: "\(harness.root)/droplet-2/state"), logger: .init(label: "t"))
+        #expect(try await down.get(name: "pgdata").name == "pgdata")
+        let error = await #expect(throws: VolumeError.self) { try await down.mount(name: "pgdata", id: "x") }
+        #expect(error?.code == .cloud)
+    }
+
+    @Test func reconcileDropsReferencesWhoseMountIsGoneAndUnmountsOrphans() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        try await harness.createVolume("logs")
+        let a = try await harness.node(droplet: 1) { $0.detachOnUnmount = false }
+        let pg = try await a.service.mount(name: "pgdata", id: "c1")
+        _ = try await a.service.mount(name: "logs", id: "c2")
+        // dockerd stopped and unmounted the propagated mount of pgdata.
+        a.filesystem.forget(pg)
+        let restarted = try VolumeService(
+            configuration: a.configuration, api: harness.api,
+            devices: SignalDeviceWatcher(signal: harness.signal) { $0 }, filesystem: a.filesystem,
+            store: StateStore(directory: "\(harness.root)/droplet-1/state"), logger: .init(label: "t"))
+        try await restarted.reconcileWithHost()
+        let records = await restarted.records
+        #expect(records["pgdata"]?.references.isEmpty == true)
+        #expect(records["pgdata"]?.mountpoint == nil)
+        #expect(records["logs"]?.references == ["c2": 1])
+        // The next Mount re-establishes the mount without a new attach.
+        _ = try await restarted.mount(name: "pgdata", id: "c3")
+        #expect(a.filesystem.mounted[pg] != nil)
+    }
+
+    @Test func releaseUnusedAttachmentsDetachesWhatNoContainerHolds() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        // A crash between attach and mount leaves it attached with no reference.
+        let volume = await harness.world.listVolumes(name: "pgdata", region: "nyc1")[0]
+        _ = try await harness.api.attach(volumeID: volume.id, dropletID: 1, region: "nyc1")
+        while await harness.attachments("pgdata").isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        await a.service.releaseUnusedAttachments()
+        #expect(await harness.attachments("pgdata").isEmpty)
+    }
+}
+
+/// DigitalOcean unreachable.
+struct FailingAPI: VolumeAPI {
+    func fail() -> DOError { DOError(code: .transport, message: "Couldn't connect to server", operation: "GET") }
+    func volumes(named name: String?, region: String?) async throws -> [Volume] { throw fail() }
+    func volume(id: String) async throws -> Volume { throw fail() }
+    func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
+    func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
+    func action(volumeID: String, actionID: Int) async throws -> Action { throw fail() }
+}
