@@ -145,6 +145,10 @@ let package = Package(
         .testTarget(name: "PluginAppTests", dependencies: ["PluginApp"]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["DOSimulator", "DigitalOcean", "CurlTransport", "do-storage"]),
+            dependencies: [
+                "DOSimulator", "DigitalOcean", "CurlTransport", "do-storage",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
     ]
 )

@@ -87,6 +87,7 @@ public actor LoopDeviceBackend: SimDeviceBackend {
     }
 
     public func attach(volumeID: String, name: String, droplet: SimDroplet) async throws {
+        guard loops[volumeID] == nil else { return }
         let loop = try await Self.run("losetup", ["--find", "--show", backingFile(volumeID)])
         loops[volumeID] = loop
         let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)

@@ -78,6 +78,8 @@ public struct ActionLogEntry: Sendable, Equatable {
 /// The HTTP layer (`SimulatorServer`) and in-process tests both drive it.
 public actor SimulatorWorld {
     public nonisolated let options: SimulatorOptions
+    /// How long after an attach completes the device appears; starts as `options.deviceDelay`.
+    public private(set) var deviceDelay: Duration
     let devices: any SimDeviceBackend
     let logger: Logger
 
@@ -93,6 +95,7 @@ public actor SimulatorWorld {
     var nextActionID = 36_804_636
     var nextOrder = 0
     var erroredActionsToCome = 0
+    var closed = false
     public private(set) var actionLog: [ActionLogEntry] = []
 
     public static let regions: [String: String] = [
@@ -102,6 +105,7 @@ public actor SimulatorWorld {
 
     public init(options: SimulatorOptions, devices: any SimDeviceBackend, logger: Logger = Logger(label: "do-sim")) {
         self.options = options
+        self.deviceDelay = options.deviceDelay
         self.devices = devices
         self.logger = logger
     }
@@ -123,12 +127,17 @@ public actor SimulatorWorld {
         erroredActionsToCome = count
     }
 
+    public func setDeviceDelay(_ delay: Duration) {
+        deviceDelay = delay
+    }
+
     public func clearActionLog() {
         actionLog = []
     }
 
     /// Detaches every volume and removes every device (the lab's tear-down).
     public func shutdown() async {
+        closed = true
         for (id, stored) in volumes {
             for dropletID in stored.volume.dropletIDs {
                 if let droplet = droplets[dropletID] {
@@ -321,7 +330,9 @@ public actor SimulatorWorld {
             volumes[volumeID]?.volume.dropletIDs = [dropletID]
             setStatus(actionID, .completed)
             pendingByDroplet[dropletID] = nil
-            if options.deviceDelay > .zero { try? await Task.sleep(for: options.deviceDelay) }
+            if deviceDelay > .zero { try? await Task.sleep(for: deviceDelay) }
+            // Detached again, or shut down, meanwhile: no device.
+            guard !closed, volumes[volumeID]?.volume.dropletIDs == [dropletID] else { return }
             do {
                 try await devices.attach(volumeID: volumeID, name: name, droplet: droplet)
             } catch {

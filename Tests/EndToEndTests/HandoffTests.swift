@@ -1,0 +1,154 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Testing
+
+/// Two do-storage processes as two droplets, one simulated DigitalOcean, real loop devices, real udev, real mounts.
+/// Serialized: they share the machine's loop devices and udev.
+@Suite(.serialized, .enabled(if: E2E.available, "needs root and udev; CI sets DO_STORAGE_E2E=1"))
+struct HandoffTests {
+    @Test func dataFollowsTheVolumeFromDropletAToDropletB() async throws {
+        try await Lab.withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.addDroplet(1002)
+            try await lab.createVolume("pgdata")
+            let a = try await lab.startPlugin(droplet: 1001)
+            let b = try await lab.startPlugin(droplet: 1002)
+
+            let onA = try await a.mount("pgdata", id: "c1")
+            #expect(Lab.isMounted(onA))
+            try "written on A\n".write(toFile: onA + "/PG_VERSION", atomically: true, encoding: .utf8)
+            let unmountSent = ContinuousClock.now
+            try await a.unmount("pgdata", id: "c1")
+            #expect(!Lab.isMounted(onA))
+
+            let onB = try await b.mount("pgdata", id: "c2")
+            #expect(try String(contentsOfFile: onB + "/PG_VERSION", encoding: .utf8) == "written on A\n")
+            #expect(await lab.attachments("pgdata") == [1002])
+
+            let log = await lab.world.actionLog
+            #expect(log.map { "\($0.type)@\($0.dropletID)" } == ["attach@1001", "detach@1001", "attach@1002"])
+            // The detach from A happened at A's last Unmount, and finished before B attached: no theft.
+            #expect(log[1].started >= unmountSent)
+            #expect(try #require(log[1].completed) <= log[2].started)
+            try await b.unmount("pgdata", id: "c2")
+            #expect(await lab.attachments("pgdata").isEmpty)
+        }
+    }
+
+    @Test func takeoverNeverLeavesAsMountAloneThenWaitsForItsRelease() async throws {
+        try await Lab.withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.addDroplet(1002)
+            try await lab.createVolume("pgdata")
+            let a = try await lab.startPlugin(droplet: 1001)
+            let b = try await lab.startPlugin(droplet: 1002, environment: ["HANDOFF_TIMEOUT": "2s", "TAKEOVER": "never"])
+            let onA = try await a.mount("pgdata", id: "c1")
+            try "A's data\n".write(toFile: onA + "/file", atomically: true, encoding: .utf8)
+
+            let started = ContinuousClock.now
+            let error = await #expect(throws: LabError.self) { try await b.mount("pgdata", id: "c2") }
+            #expect(ContinuousClock.now - started >= .seconds(2))
+            #expect(error?.description.contains("attached to droplet 1001") == true)
+            #expect(error?.description.contains("TAKEOVER=always") == true)
+            #expect(Lab.isMounted(onA))
+            #expect(try String(contentsOfFile: onA + "/file", encoding: .utf8) == "A's data\n")
+            #expect(await lab.attachments("pgdata") == [1001])
+            #expect(await lab.world.actionLog.allSatisfy { $0.type == "attach" })
+
+            // With a longer hand-off, B waits; A's container stops meanwhile, and B gets the volume.
+            b.stop()
+            let patient = try await lab.startPlugin(droplet: 1002, environment: ["HANDOFF_TIMEOUT": "30s"])
+            async let mountOnB = patient.mount("pgdata", id: "c3")
+            try await waitFor("B to ask DigitalOcean about the volume") {
+                lab.server.recorded.contains { $0.method == "GET" && $0.path.hasPrefix("/v2/volumes/") && !$0.path.contains("actions") }
+            }
+            try await a.unmount("pgdata", id: "c1")
+            let onB = try await mountOnB
+            #expect(try String(contentsOfFile: onB + "/file", encoding: .utf8) == "A's data\n")
+            #expect(await lab.world.actionLog.map { "\($0.type)@\($0.dropletID)" } == ["attach@1001", "detach@1001", "attach@1002"])
+            try await patient.unmount("pgdata", id: "c3")
+        }
+    }
+
+    @Test func takeoverAlwaysTakesTheVolume() async throws {
+        try await Lab.withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.addDroplet(1002)
+            try await lab.createVolume("pgdata")
+            let a = try await lab.startPlugin(droplet: 1001, environment: ["DETACH_ON_UNMOUNT": "false"])
+            let b = try await lab.startPlugin(droplet: 1002, environment: ["TAKEOVER": "always"])
+            let onA = try await a.mount("pgdata", id: "c1")
+            try "from A\n".write(toFile: onA + "/file", atomically: true, encoding: .utf8)
+            sync()
+            try await a.unmount("pgdata", id: "c1")
+            #expect(await lab.attachments("pgdata") == [1001], "DETACH_ON_UNMOUNT=false keeps it attached")
+            let onB = try await b.mount("pgdata", id: "c2")
+            #expect(try String(contentsOfFile: onB + "/file", encoding: .utf8) == "from A\n")
+            #expect(await lab.attachments("pgdata") == [1002])
+            #expect(b.log.contains("TAKEOVER=always"))
+            try await b.unmount("pgdata", id: "c2")
+        }
+    }
+
+    @Test func killedBetweenAttachAndMountThenRestartedMountsCleanly() async throws {
+        try await Lab.withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.createVolume("pgdata")
+            // The device appears late, so the plugin is caught waiting for it after the attach completed.
+            await lab.world.setDeviceDelay(.seconds(3))
+            let first = try await lab.startPlugin(droplet: 1001)
+            let pending = Task { try? await first.mount("pgdata", id: "c1") }
+            try await waitFor("the attach to complete") {
+                await lab.world.actionLog.contains { $0.type == "attach" && $0.status == .completed }
+            }
+            first.kill9()
+            _ = await pending.value
+            #expect(try first.persistedReferences("pgdata").isEmpty)
+            await lab.world.setDeviceDelay(.zero)
+
+            let second = try await lab.startPlugin(droplet: 1001)
+            let mountpoint = try await second.mount("pgdata", id: "c2")
+            #expect(Lab.isMounted(mountpoint))
+            #expect(try second.persistedReferences("pgdata") == ["c2": 1])
+            #expect(Lab.mountinfo().filter { $0.mountpoint.hasPrefix(second.mountRoot + "/") }.map(\.mountpoint) == [mountpoint])
+            try await second.unmount("pgdata", id: "c2")
+            #expect(!Lab.isMounted(mountpoint))
+            #expect(try second.persistedReferences("pgdata").isEmpty)
+            #expect(await lab.attachments("pgdata").isEmpty)
+        }
+    }
+
+    @Test func theTokenAppearsInNoLogLine() async throws {
+        try await Lab.withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.createVolume("pgdata")
+            let a = try await lab.startPlugin(droplet: 1001, environment: ["LOG_LEVEL": "trace"])
+            _ = try await a.call("VolumeDriver.Create", #"{"Name":"pgdata"}"#)
+            _ = try await a.call("VolumeDriver.Get", #"{"Name":"pgdata"}"#)
+            _ = try await a.call("VolumeDriver.Get", #"{"Name":"ghost"}"#)
+            _ = try await a.mount("pgdata", id: "c1")
+            try await a.unmount("pgdata", id: "c1")
+            _ = try await a.call("VolumeDriver.Remove", #"{"Name":"pgdata"}"#)
+            // A failing call too: DigitalOcean refusing the token.
+            let wrong = try await lab.startPlugin(droplet: 1001, environment: ["ACCESS_TOKEN": "dop_v1_wrong-9d8e7f", "SOCKET_PATH": lab.root + "/wrong.sock", "STATE_DIR": lab.root + "/wrong-state"])
+            let answer = try await wrong.call("VolumeDriver.Get", #"{"Name":"other"}"#)
+            let log = a.log + wrong.log
+            #expect(log.contains("Volume mounted"), "the log covers the whole cycle")
+            #expect(log.contains("DigitalOcean request"))
+            #expect(!log.contains(Lab.token))
+            #expect(!log.contains("dop_v1_wrong-9d8e7f"))
+            #expect(!"\(answer)".contains("dop_v1_wrong-9d8e7f"))
+        }
+    }
+}
+
+/// Awaits a condition, checking it every 10 ms, for at most `timeout`.
+func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw LabError("timed out waiting for \(what)")
+}
