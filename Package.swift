@@ -140,7 +140,13 @@ let package = Package(
                 "VolumePlugin", "VolumeService", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
-        .testTarget(name: "DOSimulatorTests", dependencies: ["DOSimulator", "DigitalOcean", "CurlTransport"]),
+        .testTarget(
+            name: "DOSimulatorTests",
+            dependencies: [
+                "DOSimulator", "DigitalOcean", "CurlTransport",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "HostDevicesTests", dependencies: ["HostDevices", "VolumeService"]),
         .testTarget(name: "PluginAppTests", dependencies: ["PluginApp"]),
         .testTarget(

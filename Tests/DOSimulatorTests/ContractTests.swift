@@ -1,0 +1,101 @@
+import CurlTransport
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Logging
+import Subprocess
+import Testing
+
+/// Every request the client sends and every answer the simulator gives, checked against DigitalOcean's official
+/// OpenAPI document (`shared/do-openapi/block-storage.openapi.json`) by openapi-core.
+@Suite struct ContractTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static var specPath: String {
+        ProcessInfo.processInfo.environment["DO_OPENAPI_SPEC"]
+            ?? packageRoot.deletingLastPathComponent().appendingPathComponent("shared/do-openapi/block-storage.openapi.json").path
+    }
+
+    @Test func clientRequestsAndSimulatorResponsesMatchTheOpenAPIDocument() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("contract-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = SimulatorWorld(
+            options: SimulatorOptions(token: "contract-token", actionLatency: .milliseconds(20)),
+            devices: FileDeviceBackend(dataDirectory: root + "/data"))
+        try await world.addDroplet(id: 1001, deviceDirectory: root + "/d1")
+        let server = SimulatorServer(world: world)
+        let running = try await server.start()
+        let transport = CurlTransport()
+        let client = DOClient(
+            baseURL: running.apiURL, token: "contract-token", transport: transport,
+            retry: RetryPolicy(maxRetries: 2, initialBackoff: .milliseconds(1)), logger: Logger(label: "contract"))
+
+        // Every call the plugin makes, and the errors it meets.
+        let volume = try await client.createVolume(
+            VolumeCreateRequest(name: "pgdata", sizeGigabytes: 10, region: "nyc1", description: "db", filesystemType: "ext4",
+                                filesystemLabel: "pg", tags: ["db"]))
+        _ = try await client.createVolume(VolumeCreateRequest(name: "plain", sizeGigabytes: 1, region: "nyc1"))
+        _ = try? await client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+        _ = try await client.volumes(named: "pgdata", region: "nyc1")
+        _ = try await client.volumes(region: "nyc1")
+        _ = try await client.volume(id: volume.id)
+        _ = try? await client.volume(id: "00000000-0000-0000-0000-000000000000")
+        _ = try? await client.detach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
+        let attach = try await client.attach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
+        _ = try? await client.attach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
+        var action = attach
+        while action.status == .inProgress {
+            action = try await client.action(volumeID: volume.id, actionID: attach.id)
+        }
+        _ = try await client.droplet(id: 1001)
+        _ = try? await client.deleteVolume(id: volume.id)
+        let detach = try await client.detach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
+        while try await client.action(volumeID: volume.id, actionID: detach.id).status == .inProgress {}
+        server.inject(Fault(.tooManyRequests(retryAfter: 0)))
+        server.inject(Fault(.status(500)))
+        _ = try await client.volumes(named: "plain", region: "nyc1")
+        _ = try? await DOClient(baseURL: running.apiURL, token: "wrong", transport: transport, logger: Logger(label: "c"))
+            .volumes(named: "x", region: "nyc1")
+        // The endpoints the client does not use but the simulator serves: by-name actions, /v2/actions, delete by name.
+        let byName = try await raw(transport, running, "POST", "/v2/volumes/actions",
+                                   #"{"type":"attach","volume_name":"plain","droplet_id":1001,"region":"nyc1"}"#)
+        let actionID = try #require(
+            (try JSONSerialization.jsonObject(with: Data(byName.body)) as? [String: [String: Any]])?["action"]?["id"] as? Int)
+        _ = try await raw(transport, running, "GET", "/v2/actions/\(actionID)", nil)
+        _ = try await raw(transport, running, "POST", "/v2/volumes/\(volume.id)/actions",
+                          #"{"type":"resize","size_gigabytes":20,"region":"nyc1"}"#)
+        try await client.deleteVolume(id: volume.id)
+        while try await client.volume(id: try #require(try await client.volumes(named: "plain", region: "nyc1").first).id).dropletIDs.isEmpty {}
+        let detachPlain = try await raw(transport, running, "POST", "/v2/volumes/actions",
+                                        #"{"type":"detach","volume_name":"plain","droplet_id":1001,"region":"nyc1"}"#)
+        #expect(detachPlain.status == 202)
+        while try await client.volumes(named: "plain", region: "nyc1").first?.dropletIDs.isEmpty == false {}
+        _ = try await raw(transport, running, "DELETE", "/v2/volumes?name=plain&region=nyc1", nil)
+        await running.stop()
+
+        let exchanges = server.recorded
+        let statuses = Set(exchanges.map(\.status))
+        #expect(statuses.isSuperset(of: [200, 201, 202, 204, 401, 404, 409, 422, 429, 500]))
+        let file = root + "/exchanges.jsonl"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let lines = try exchanges.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+
+        let validator = Self.packageRoot.appendingPathComponent("Tests/contract/validate_openapi.py").path
+        let result = try await Subprocess.run(
+            .name("python3"), arguments: [validator, Self.specPath, file], output: .string(limit: 1 << 20),
+            error: .string(limit: 1 << 20))
+        let report = result.standardOutput + result.standardError
+        #expect(result.terminationStatus == .exited(0), "\(report)")
+        #expect(report.contains("contract: \(exchanges.count) valid exchanges, 0 invalid"), "\(report)")
+    }
+
+    func raw(_ transport: CurlTransport, _ running: RunningSimulator, _ method: String, _ path: String, _ body: String?) async throws -> HTTPResponse {
+        var headers: [(name: String, value: String)] = [("Authorization", "Bearer contract-token")]
+        if body != nil { headers.append(("Content-Type", "application/json")) }
+        return try await transport.send(
+            HTTPRequest(method: method, url: running.apiURL + path, headers: headers, body: body.map { Array($0.utf8) }))
+    }
+}
