@@ -117,8 +117,9 @@ let package = Package(
         .executableTarget(
             name: "do-storage-bench",
             dependencies: [
-                "DOSimulator", "PluginApp", "VolumeService", "VolumePlugin",
+                "DOSimulator", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
 

@@ -72,6 +72,8 @@ public struct ActionLogEntry: Sendable, Equatable {
     public var status: Action.Status
     public var started: ContinuousClock.Instant
     public var completed: ContinuousClock.Instant?
+    /// When the attached device appeared on the droplet (attach only).
+    public var deviceReady: ContinuousClock.Instant?
 }
 
 /// The simulated DigitalOcean account: volumes, droplets, asynchronous actions and the devices they make.
@@ -335,6 +337,9 @@ public actor SimulatorWorld {
             guard !closed, volumes[volumeID]?.volume.dropletIDs == [dropletID] else { return }
             do {
                 try await devices.attach(volumeID: volumeID, name: name, droplet: droplet)
+                if let index = actionLog.lastIndex(where: { $0.actionID == actionID }) {
+                    actionLog[index].deviceReady = .now
+                }
             } catch {
                 logger.error("Cannot make the device", metadata: ["volume.name": "\(name)", "error": "\(error)"])
             }
