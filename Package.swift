@@ -134,7 +134,12 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         .testTarget(name: "DigitalOceanTests", dependencies: ["DigitalOcean", "CurlTransport", "DOSimulator"]),
-        .testTarget(name: "VolumeServiceTests", dependencies: ["VolumeService", "DigitalOcean", "DOSimulator", "TestSupport"]),
+        .testTarget(
+            name: "VolumeServiceTests",
+            dependencies: [
+                "VolumeService", "DigitalOcean", "DOSimulator", "TestSupport",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .testTarget(
             name: "VolumePluginTests",
             dependencies: [

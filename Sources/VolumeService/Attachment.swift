@@ -111,7 +111,9 @@ extension VolumeService {
                 let remaining = time.now().duration(to: deadline)
                 if remaining <= .zero { break }
                 try await time.sleep(min(interval, remaining))
-                interval = min(interval * 2, .seconds(3))
+                // Grows gently: each poll is one call out of the account's 250 a minute, and the holder may let go
+                // at any moment.
+                interval = min(interval * 3 / 2, .seconds(2))
                 let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
                 guard let current = now.dropletIDs.first else {
                     logger.info(

@@ -1,6 +1,7 @@
 import DOSimulator
 import DigitalOcean
 import Foundation
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 import VolumeService
@@ -54,6 +55,30 @@ import VolumeService
         #expect(await harness.attachments("pgdata") == [2])
         let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
         #expect(log == ["attach@1", "detach@1", "attach@2"], "the detach was A's own, not a theft")
+    }
+
+    @Test func getAndListAnswerWhileAMountWaits() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        try await harness.createVolume("other")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .seconds(10) }
+        try await b.service.create(name: "other", options: [:])
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        harness.api.calls.reset()
+        let finished = ManagedFlag()
+        let waiting = Task {
+            defer { finished.set() }
+            return try await b.service.mount(name: "pgdata", id: "c2")
+        }
+        // B is waiting for A once it has asked DigitalOcean about the volume while A holds it.
+        while harness.api.calls.byName["GET /v2/volumes/{id}"] == nil { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(try await b.service.get(name: "other").name == "other")
+        #expect(try await b.service.list().map(\.name).sorted() == ["other", "pgdata"])
+        #expect(try await b.service.path(name: "other") == "")
+        #expect(!finished.isSet, "answered while the Mount was still waiting")
+        try await a.service.unmount(name: "pgdata", id: "c1")
+        _ = try await waiting.value
     }
 
     @Test func takeoverAlwaysDetachesFromTheHolder() async throws {
@@ -243,6 +268,12 @@ import VolumeService
         await a.service.releaseUnusedAttachments()
         #expect(await harness.attachments("pgdata").isEmpty)
     }
+}
+
+final class ManagedFlag: Sendable {
+    private let value = NIOLockedValueBox(false)
+    func set() { value.withLockedValue { $0 = true } }
+    var isSet: Bool { value.withLockedValue { $0 } }
 }
 
 /// DigitalOcean unreachable.
