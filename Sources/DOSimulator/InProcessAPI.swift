@@ -45,6 +45,12 @@ public struct InProcessAPI: Sendable {
         }
     }
 
+    public func droplet(id: Int) async throws -> Droplet {
+        calls.add("GET /v2/droplets/{id}")
+        let droplet = try await map("GET /v2/droplets/\(id)") { () async throws(SimError) in try await world.droplet(id: id) }
+        return Droplet(id: droplet.id, name: droplet.name, status: droplet.status, volumeIDs: await world.dropletVolumeIDs(id: id))
+    }
+
     private func map<T>(_ operation: String, _ body: () async throws(SimError) -> T) async throws -> T {
         do {
             return try await body()

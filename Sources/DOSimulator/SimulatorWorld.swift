@@ -120,6 +120,15 @@ public actor SimulatorWorld {
             id: id, name: name ?? "droplet-\(id)", region: region, status: "active", deviceDirectory: deviceDirectory)
     }
 
+    /// Destroys a droplet; as on DigitalOcean, its volumes are detached with it.
+    public func removeDroplet(id: Int) async {
+        guard let droplet = droplets.removeValue(forKey: id) else { return }
+        for (volumeID, stored) in volumes where stored.volume.dropletIDs.contains(id) {
+            volumes[volumeID]?.volume.dropletIDs = []
+            try? await devices.detach(volumeID: volumeID, name: stored.volume.name, droplet: droplet)
+        }
+    }
+
     public func setDropletStatus(id: Int, status: String) {
         droplets[id]?.status = status
     }

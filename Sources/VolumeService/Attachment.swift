@@ -79,61 +79,83 @@ extension VolumeService {
     }
 
     /// Attached elsewhere: wait for the other droplet to let go, or with TAKEOVER=always detach it from there.
+    /// A holder that is powered off or destroyed cannot be using the volume, so it is detached from there at once.
     func takeFrom(droplet other: Int, volume: Volume, name: String) async throws -> Volume {
-        switch configuration.takeover {
-        case .always:
+        if configuration.takeover == .always {
             logger.warning(
                 "Taking the volume from another droplet (TAKEOVER=always); a container there loses its disk",
                 metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
-            let deadline = time.now().advanced(by: configuration.actionTimeout)
-            do {
-                let action = try await postAction("detach", name: name, deadline: deadline) {
-                    try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
-                }
-                try await waitForAction(action, volumeID: volume.id, watch: nil, present: false, deadline: deadline, what: "detach", name: name)
-            } catch let error as DOError where error.isAttachmentNotFound {
-                // Released meanwhile.
-            } catch let error as DOError {
-                throw VolumeError(.cloud, "cannot detach volume \(name) from droplet \(other): \(error)")
-            }
-            var released = volume
-            released.dropletIDs = []
-            return released
-        case .never:
-            logger.info(
-                "Volume is attached to another droplet; waiting for it to be released",
-                metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
-            let started = time.now()
-            let deadline = started.advanced(by: configuration.handoffTimeout)
-            var interval = Duration.milliseconds(500)
-            var holder = other
-            while true {
-                let remaining = time.now().duration(to: deadline)
-                if remaining <= .zero { break }
-                try await time.sleep(min(interval, remaining))
-                // Grows gently: each poll is one call out of the account's 250 a minute, and the holder may let go
-                // at any moment.
-                interval = min(interval * 3 / 2, .seconds(2))
-                let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
-                guard let current = now.dropletIDs.first else {
-                    logger.info(
-                        "Volume released by the other droplet",
-                        metadata: [
-                            "volume.name": "\(name)", "droplet.id": "\(holder)",
-                            "wait.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
-                        ])
-                    return now
-                }
-                if current == configuration.dropletID { return now }
-                holder = current
-            }
-            throw VolumeError(
-                .attachedElsewhere,
-                "volume \(name) is attached to droplet \(holder) and was not released within "
-                    + "\(Int(configuration.handoffTimeout.seconds))s; stop the container using it on droplet \(holder) "
-                    + "(docker ps --filter volume=\(name)), or set TAKEOVER=always on this plugin to detach it by "
-                    + "force (a container still using it there loses its disk)")
+            return try await forceDetach(volume, from: other, name: name)
         }
+        if let state = await holderState(other), state != "active" && state != "new" {
+            logger.warning(
+                "The droplet holding the volume is not running; detaching it from there",
+                metadata: ["volume.name": "\(name)", "droplet.id": "\(other)", "droplet.status": "\(state)"])
+            return try await forceDetach(volume, from: other, name: name)
+        }
+        logger.info(
+            "Volume is attached to another droplet; waiting for it to be released",
+            metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
+        let started = time.now()
+        let deadline = started.advanced(by: configuration.handoffTimeout)
+        var interval = Duration.milliseconds(500)
+        var holder = other
+        while true {
+            let remaining = time.now().duration(to: deadline)
+            if remaining <= .zero { break }
+            try await time.sleep(min(interval, remaining))
+            // Grows gently: each poll is one call out of the account's 250 a minute, and the holder may let go
+            // at any moment.
+            interval = min(interval * 3 / 2, .seconds(2))
+            let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
+            guard let current = now.dropletIDs.first else {
+                logger.info(
+                    "Volume released by the other droplet",
+                    metadata: [
+                        "volume.name": "\(name)", "droplet.id": "\(holder)",
+                        "wait.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
+                    ])
+                return now
+            }
+            if current == configuration.dropletID { return now }
+            holder = current
+        }
+        throw VolumeError(
+            .attachedElsewhere,
+            "volume \(name) is attached to droplet \(holder) and was not released within "
+                + "\(Int(configuration.handoffTimeout.seconds))s; stop the container using it on droplet \(holder) "
+                + "(docker ps --filter volume=\(name)), or set TAKEOVER=always on this plugin to detach it by "
+                + "force (a container still using it there loses its disk)")
+    }
+
+    /// The holder's status ("active", "off", …), "destroyed" when it no longer exists, nil when unknown.
+    func holderState(_ droplet: Int) async -> String? {
+        do {
+            return try await api.droplet(id: droplet).status
+        } catch let error as DOError where error.code == .notFound {
+            return "destroyed"
+        } catch {
+            logger.debug("Cannot read the holder droplet", metadata: ["droplet.id": "\(droplet)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Detaches the volume from another droplet and waits for DigitalOcean to confirm.
+    func forceDetach(_ volume: Volume, from other: Int, name: String) async throws -> Volume {
+        let deadline = time.now().advanced(by: configuration.actionTimeout)
+        do {
+            let action = try await postAction("detach", name: name, deadline: deadline) {
+                try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
+            }
+            try await waitForAction(action, volumeID: volume.id, watch: nil, present: false, deadline: deadline, what: "detach", name: name)
+        } catch let error as DOError where error.isAttachmentNotFound || error.code == .notFound {
+            // Released meanwhile, or the droplet is gone and its volumes with it.
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "cannot detach volume \(name) from droplet \(other): \(error)")
+        }
+        var released = volume
+        released.dropletIDs = []
+        return released
     }
 
     /// Attaches and waits for the action. Returns true when this call attached it.

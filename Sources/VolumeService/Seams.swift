@@ -9,6 +9,8 @@ public protocol VolumeAPI: Sendable {
     func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action
     func action(volumeID: String, actionID: Int) async throws -> Action
+    /// One droplet; throws `DOError` `.notFound` when it does not exist (destroyed).
+    func droplet(id: Int) async throws -> Droplet
 }
 
 extension DOClient: VolumeAPI {}

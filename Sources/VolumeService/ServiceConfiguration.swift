@@ -31,13 +31,15 @@ public struct ServiceConfiguration: Sendable {
     public var deviceTimeout: Duration
     /// How long a name DigitalOcean did not know is answered "not found" without asking again. Default 10 s.
     public var negativeLookupTTL: Duration
+    /// First wait before retrying a release that failed at unmount; doubles up to 60 s. Default 5 s.
+    public var releaseRetryInterval: Duration
 
     public init(
         dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
         detachOnUnmount: Bool = true, handoffTimeout: Duration = .seconds(30), takeover: Takeover = .never,
         initialPollInterval: Duration = .milliseconds(250), maxPollInterval: Duration = .seconds(4),
         actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
-        negativeLookupTTL: Duration = .seconds(10)
+        negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5)
     ) {
         self.dropletID = dropletID
         self.region = region
@@ -51,6 +53,7 @@ public struct ServiceConfiguration: Sendable {
         self.actionTimeout = actionTimeout
         self.deviceTimeout = deviceTimeout
         self.negativeLookupTTL = negativeLookupTTL
+        self.releaseRetryInterval = releaseRetryInterval
     }
 }
 

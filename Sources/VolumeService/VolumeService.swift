@@ -279,9 +279,47 @@ public actor VolumeService: VolumeDriver {
             logger.info("Volume unmounted", metadata: ["volume.name": "\(name)"])
             if configuration.detachOnUnmount {
                 let volumeID = try await resolveVolumeID(&record)
-                try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+                do {
+                    try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+                } catch {
+                    // The container stops whatever we answer; keep trying so the volume is not left attached here.
+                    scheduleRelease(name: name, volumeID: volumeID, doName: record.doName)
+                    throw VolumeError(
+                        .cloud, "volume \(name) is unmounted but could not be released yet (\(error)); "
+                            + "do_storage keeps trying in the background")
+                }
             }
         }
+    }
+
+    /// Retries releasing an unused volume: after 5 s, doubling to 60 s, 8 tries (about 6 minutes). Stops as soon as
+    /// the volume is in use here again or released.
+    func scheduleRelease(name: String, volumeID: String, doName: String) {
+        Task { await self.retryRelease(name: name, volumeID: volumeID, doName: doName) }
+    }
+
+    func retryRelease(name: String, volumeID: String, doName: String) async {
+        var wait = configuration.releaseRetryInterval
+        for attempt in 1...8 {
+            do { try await time.sleep(wait) } catch { return }
+            let finished = await volumeLocks.withLock(name) { () -> Bool in
+                guard let record = state.volumes[name], record.references.isEmpty, record.mountpoint == nil else {
+                    return true
+                }
+                do {
+                    try await detachHere(volumeID: volumeID, doName: doName, name: name)
+                    return true
+                } catch {
+                    logger.warning(
+                        "Releasing the volume failed again",
+                        metadata: ["volume.name": "\(name)", "attempt": "\(attempt)", "error": "\(error)"])
+                    return false
+                }
+            }
+            if finished { return }
+            wait = min(wait * 2, .seconds(60))
+        }
+        logger.error("Gave up releasing the volume; it stays attached to this droplet", metadata: ["volume.name": "\(name)"])
     }
 
     // MARK: Helpers

@@ -93,6 +93,32 @@ import VolumeService
         #expect(log == ["attach@1", "detach@1", "attach@2"])
     }
 
+    @Test(arguments: ["off", "destroyed"])
+    func aHolderThatIsNotRunningIsReleasedAtOnce(state: String) async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .seconds(30) }
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        // Droplet 1 is powered off (or destroyed) with the volume still attached: nothing there can use it.
+        if state == "off" { await harness.world.setDropletStatus(id: 1, status: "off") } else { await harness.world.removeDroplet(id: 1) }
+        let started = ContinuousClock.now
+        _ = try await b.service.mount(name: "pgdata", id: "c2")
+        #expect(ContinuousClock.now - started < .seconds(30), "no hand-off wait")
+        #expect(await harness.attachments("pgdata") == [2])
+    }
+
+    @Test func aRunningHolderIsNeverDetachedByTakeoverNever() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .milliseconds(300) }
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        await #expect(throws: VolumeError.self) { try await b.service.mount(name: "pgdata", id: "c2") }
+        #expect(harness.api.calls.byName["GET /v2/droplets/{id}"] == 1)
+        #expect(await harness.attachments("pgdata") == [1])
+    }
+
     @Test func erroredAttachIsAClearErrorAndNothingIsLeftMounted() async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("pgdata")
@@ -143,6 +169,19 @@ import VolumeService
         #expect(error?.message.contains("wrong fs type") == true)
         #expect(await harness.attachments("pgdata").isEmpty)
         #expect(await a.service.records["pgdata"]?.referenceCount == 0)
+    }
+
+    @Test func aFailedReleaseIsRetriedInTheBackground() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let flaky = FlakyDetachAPI(base: harness.api, failures: 2)
+        let a = try await harness.node(droplet: 1, api: flaky) { $0.releaseRetryInterval = .milliseconds(50) }
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        let error = await #expect(throws: VolumeError.self) { try await a.service.unmount(name: "pgdata", id: "c1") }
+        #expect(error?.message.contains("keeps trying") == true)
+        #expect(a.filesystem.mounted.isEmpty, "unmounted all the same")
+        while await !harness.attachments("pgdata").isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(flaky.detachCalls == 3, "two failures, then the background retry released it")
     }
 
     @Test func keepAttachedWhenDetachOnUnmountIsOff() async throws {
@@ -270,6 +309,37 @@ import VolumeService
     }
 }
 
+/// Fails the first `failures` detaches as an outage would, then passes through.
+final class FlakyDetachAPI: VolumeAPI {
+    let base: any VolumeAPI
+    private let state: NIOLockedValueBox<(failures: Int, calls: Int)>
+
+    init(base: any VolumeAPI, failures: Int) {
+        self.base = base
+        self.state = NIOLockedValueBox((failures, 0))
+    }
+
+    var detachCalls: Int { state.withLockedValue { $0.calls } }
+
+    func volumes(named name: String?, region: String?) async throws -> [Volume] { try await base.volumes(named: name, region: region) }
+    func volume(id: String) async throws -> Volume { try await base.volume(id: id) }
+    func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        try await base.attach(volumeID: volumeID, dropletID: dropletID, region: region)
+    }
+    func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        let fail = state.withLockedValue { state -> Bool in
+            state.calls += 1
+            guard state.failures > 0 else { return false }
+            state.failures -= 1
+            return true
+        }
+        if fail { throw DOError(code: .server, status: 503, message: "Service Unavailable", operation: "POST") }
+        return try await base.detach(volumeID: volumeID, dropletID: dropletID, region: region)
+    }
+    func action(volumeID: String, actionID: Int) async throws -> Action { try await base.action(volumeID: volumeID, actionID: actionID) }
+    func droplet(id: Int) async throws -> Droplet { try await base.droplet(id: id) }
+}
+
 final class ManagedFlag: Sendable {
     private let value = NIOLockedValueBox(false)
     func set() { value.withLockedValue { $0 = true } }
@@ -284,4 +354,5 @@ struct FailingAPI: VolumeAPI {
     func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
     func action(volumeID: String, actionID: Int) async throws -> Action { throw fail() }
+    func droplet(id: Int) async throws -> Droplet { throw fail() }
 }

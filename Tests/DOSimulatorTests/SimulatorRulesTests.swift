@@ -1,0 +1,146 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Testing
+
+/// The simulator's DigitalOcean rules, in process.
+@Suite struct SimulatorRulesTests {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("sim-rules-\(UUID().uuidString)").path
+
+    func world(latency: Duration = .milliseconds(20), volumesPerDroplet: Int = 15) async throws -> SimulatorWorld {
+        let world = SimulatorWorld(
+            options: SimulatorOptions(token: "t", actionLatency: latency, volumesPerDroplet: volumesPerDroplet),
+            devices: FileDeviceBackend(dataDirectory: root + "/data"))
+        try await world.addDroplet(id: 1, region: "nyc1", deviceDirectory: root + "/d1")
+        try await world.addDroplet(id: 2, region: "nyc1", deviceDirectory: root + "/d2")
+        try await world.addDroplet(id: 3, region: "fra1", deviceDirectory: root + "/d3")
+        return world
+    }
+
+    func create(_ world: SimulatorWorld, _ name: String, region: String = "nyc1") async throws -> Volume {
+        try await world.createVolume(VolumeCreateRequest(name: name, sizeGigabytes: 1, region: region, filesystemType: ""))
+    }
+
+    func attached(_ world: SimulatorWorld, _ id: String, to droplet: Int) async throws {
+        while try await world.volume(id: id).dropletIDs != [droplet] { try await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    @Test func attachMakesTheDeviceAndDetachRemovesIt() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world()
+        let volume = try await create(world, "pgdata")
+        let link = root + "/d1/scsi-0DO_Volume_pgdata"
+        _ = try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+        try await attached(world, volume.id, to: 1)
+        while !FileManager.default.fileExists(atPath: link) { try await Task.sleep(for: .milliseconds(5)) }
+        _ = try await world.startAction(volumeID: volume.id, request: .init(type: "detach", dropletID: 1, region: "nyc1"))
+        while FileManager.default.fileExists(atPath: link) { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(try await world.volume(id: volume.id).dropletIDs.isEmpty)
+    }
+
+    @Test func oneActionAtATimePerDroplet() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world(latency: .seconds(5))
+        let first = try await create(world, "first")
+        let second = try await create(world, "second")
+        _ = try await world.startAction(volumeID: first.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+        let error = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: second.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+        }
+        #expect(error == SimError(status: 422, id: "unprocessable_entity", message: "Droplet already has a pending event."))
+        // Another droplet is not held up.
+        _ = try await world.startAction(volumeID: second.id, request: .init(type: "attach", dropletID: 2, region: "nyc1"))
+        await world.shutdown()
+    }
+
+    @Test func attachRules() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world()
+        let volume = try await create(world, "pgdata")
+        let elsewhere = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 3, region: "nyc1"))
+        }
+        #expect(elsewhere?.message.contains("same region") == true)
+        let notAttached = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: volume.id, request: .init(type: "detach", dropletID: 1, region: "nyc1"))
+        }
+        #expect(notAttached?.message == "Attachment not found")
+        _ = try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+        try await attached(world, volume.id, to: 1)
+        let twice = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 2, region: "nyc1"))
+        }
+        #expect(twice?.status == 422)
+        #expect(twice?.message.hasPrefix("This volume is already attached") == true)
+        let deleteAttached = await #expect(throws: SimError.self) { try await world.deleteVolume(id: volume.id) }
+        #expect(deleteAttached?.status == 409)
+        #expect(deleteAttached?.message == "A volume that's attached to a Droplet cannot be deleted. Please detach it first before deleting.")
+        let noDroplet = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: volume.id, request: .init(type: "detach", dropletID: 99, region: "nyc1"))
+        }
+        #expect(noDroplet?.status == 404)
+    }
+
+    @Test func fifteenVolumesPerDroplet() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world(latency: .milliseconds(1), volumesPerDroplet: 15)
+        for index in 0..<15 {
+            let volume = try await create(world, "v\(index)")
+            _ = try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+            try await attached(world, volume.id, to: 1)
+        }
+        let sixteenth = try await create(world, "v15")
+        let error = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: sixteenth.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+        }
+        #expect(error?.message == "cannot attach more volumes to the Droplet")
+        #expect(await world.dropletVolumeIDs(id: 1).count == 15)
+    }
+
+    @Test func createRules() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world()
+        _ = try await create(world, "pgdata")
+        let cases: [(VolumeCreateRequest, Int, String)] = [
+            (.init(name: "pgdata", sizeGigabytes: 1, region: "nyc1"), 409, "already exists"),
+            (.init(name: "Bad_Name", sizeGigabytes: 1, region: "nyc1"), 422, "names must be lowercase and alphanumeric"),
+            (.init(name: "ok", sizeGigabytes: 0, region: "nyc1"), 422, "size_gigabytes"),
+            (.init(name: "ok", sizeGigabytes: 16385, region: "nyc1"), 422, "size_gigabytes"),
+            (.init(name: "ok", sizeGigabytes: 1, region: "mars1"), 422, "invalid region"),
+            (.init(name: "ok", sizeGigabytes: 1, region: "nyc1", filesystemType: "ntfs"), 422, "filesystem type"),
+        ]
+        for (request, status, message) in cases {
+            let error = await #expect(throws: SimError.self) { try await world.createVolume(request) }
+            #expect(error?.status == status)
+            #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
+        }
+        // The same name in another region is another volume.
+        _ = try await create(world, "pgdata", region: "fra1")
+        #expect(await world.listVolumes(name: "pgdata", region: nil).count == 2)
+    }
+
+    @Test func resizeGrowsOnlyAndErroredActionsChangeNothing() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world()
+        let volume = try await create(world, "pgdata")
+        let resize = try await world.startAction(volumeID: volume.id, request: .init(type: "resize", region: "nyc1", sizeGigabytes: 5))
+        #expect(resize.status == .completed)
+        #expect(try await world.volume(id: volume.id).sizeGigabytes == 5)
+        await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: volume.id, request: .init(type: "resize", region: "nyc1", sizeGigabytes: 2))
+        }
+        await world.failNextActions(1)
+        let attach = try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
+        while try await world.action(id: attach.id, volumeID: nil).status == .inProgress { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(try await world.action(id: attach.id, volumeID: volume.id).status == .errored)
+        #expect(try await world.volume(id: volume.id).dropletIDs.isEmpty)
+    }
+
+    @Test func dropletStatusCanBeSwitchedOff() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world()
+        await world.setDropletStatus(id: 2, status: "off")
+        #expect(try await world.droplet(id: 2).status == "off")
+        await #expect(throws: SimError.self) { try await world.droplet(id: 42) }
+    }
+}
