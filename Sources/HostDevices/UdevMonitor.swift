@@ -145,7 +145,7 @@ public struct UdevDeviceWatcher: DeviceWatching {
 
     public init(logger: Logger) throws {
         monitor = try UdevMonitor(logger: logger)
-        watcher = SignalDeviceWatcher(signal: monitor.signal) { BlockDevice.resolve($0) }
+        watcher = SignalDeviceWatcher(signal: monitor.signal, logger: logger) { BlockDevice.resolve($0) }
     }
 
     public func watch(path: String) -> any DeviceWatch {

@@ -1,4 +1,5 @@
 import DigitalOcean
+import Logging
 
 /// A `DeviceWatching` driven by an `EventSignal` that fires on every device event (udev in production).
 ///
@@ -10,20 +11,25 @@ public struct SignalDeviceWatcher: DeviceWatching {
     private let resolve: @Sendable (String) -> String?
     private let fallbackInterval: Duration
     private let time: TimeSource
+    private let logger: Logger?
 
-    /// - Parameter resolve: the device node `path` leads to when it is usable, else nil.
+    /// - Parameters:
+    ///   - resolve: the device node `path` leads to when it is usable, else nil.
+    ///   - logger: told (warning) when a change was found by the re-check rather than an event: events are not
+    ///     arriving.
     public init(
-        signal: EventSignal, fallbackInterval: Duration = .seconds(2), time: TimeSource = .system,
+        signal: EventSignal, fallbackInterval: Duration = .seconds(2), time: TimeSource = .system, logger: Logger? = nil,
         resolve: @escaping @Sendable (String) -> String?
     ) {
         self.signal = signal
         self.resolve = resolve
         self.fallbackInterval = fallbackInterval
         self.time = time
+        self.logger = logger
     }
 
     public func watch(path: String) -> any DeviceWatch {
-        Watch(path: path, signal: signal, resolve: resolve, fallbackInterval: fallbackInterval, time: time)
+        Watch(path: path, signal: signal, resolve: resolve, fallbackInterval: fallbackInterval, time: time, logger: logger)
     }
 
     struct Watch: DeviceWatch {
@@ -32,17 +38,28 @@ public struct SignalDeviceWatcher: DeviceWatching {
         let resolve: @Sendable (String) -> String?
         let fallbackInterval: Duration
         let time: TimeSource
+        let logger: Logger?
 
         func current() -> String? { resolve(path) }
 
         func wait(present: Bool, within timeout: Duration) async -> Bool {
             let deadline = time.now().advanced(by: timeout)
+            var recheck = false
             while true {
                 let seen = signal.generation
-                if (resolve(path) != nil) == present { return true }
+                if (resolve(path) != nil) == present {
+                    if recheck {
+                        logger?.warning(
+                            "Device change found by re-check, not by a udev event: is udev running and /dev shared?",
+                            metadata: ["device.path": "\(path)"])
+                    }
+                    return true
+                }
                 let remaining = time.now().duration(to: deadline)
                 if remaining <= .zero || Task.isCancelled { return false }
-                _ = await signal.wait(after: seen, within: min(remaining, fallbackInterval), time: time)
+                let slice = min(remaining, fallbackInterval)
+                let fired = await signal.wait(after: seen, within: slice, time: time)
+                recheck = !fired && slice == fallbackInterval
             }
         }
     }

@@ -33,7 +33,7 @@ struct Bench: AsyncParsableCommand {
         var simLogger = Logger(label: "do-sim")
         simLogger.logLevel = .critical
         var logger = Logger(label: "bench")
-        logger.logLevel = .error
+        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
         let root = "/tmp/do-storage-bench-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: root) }
         let real = devices == "loop"

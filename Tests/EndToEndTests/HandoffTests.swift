@@ -25,6 +25,11 @@ struct HandoffTests {
             let onB = try await b.mount("pgdata", id: "c2")
             #expect(try String(contentsOfFile: onB + "/PG_VERSION", encoding: .utf8) == "written on A\n")
             #expect(await lab.attachments("pgdata") == [1002])
+            // The devices were found through udev events, not the slow re-check.
+            for plugin in [a, b] {
+                #expect(plugin.log.contains("udev event"))
+                #expect(!plugin.log.contains("found by re-check"))
+            }
 
             let log = await lab.world.actionLog
             #expect(log.map { "\($0.type)@\($0.dropletID)" } == ["attach@1001", "detach@1001", "attach@1002"])

@@ -10,7 +10,17 @@ import Testing
 enum E2E {
     static var required: Bool { ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1" }
     static var isRoot: Bool { geteuid() == 0 }
-    static var udevRunning: Bool { FileManager.default.fileExists(atPath: "/run/udev/control") }
+    /// udevd answers on its control socket (a stopped one leaves the socket file behind).
+    static var udevRunning: Bool {
+        let ping = Process()
+        ping.executableURL = URL(fileURLWithPath: "/usr/bin/udevadm")
+        ping.arguments = ["control", "--ping"]
+        ping.standardOutput = FileHandle.nullDevice
+        ping.standardError = FileHandle.nullDevice
+        guard (try? ping.run()) != nil else { return false }
+        ping.waitUntilExit()
+        return ping.terminationStatus == 0
+    }
     static var available: Bool { required || (isRoot && udevRunning) }
 
     static func checkPrerequisites() throws {
