@@ -153,7 +153,9 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .testTarget(name: "HostDevicesTests", dependencies: ["HostDevices", "VolumeService"]),
+        .testTarget(
+            name: "HostDevicesTests",
+            dependencies: ["HostDevices", "VolumeService", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PluginAppTests", dependencies: ["PluginApp"]),
         .testTarget(
             name: "EndToEndTests",

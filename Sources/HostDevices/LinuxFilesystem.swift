@@ -54,16 +54,27 @@ public struct LinuxFilesystem: HostFilesystem {
         logger.debug("Mounted", metadata: ["device.path": "\(device)", "mountpoint": "\(path)", "fs.type": "\(type)"])
     }
 
+    /// Unmounts every mount stacked at `path`. In a managed plugin the mount point lies in the propagated mount,
+    /// whose host side has two shared peers (the data root and the propagated-mount bind): the plugin's mount comes
+    /// back into the plugin's own namespace as a second copy, and one umount2 removes only the top one. Unmounting
+    /// until nothing is left removes every copy, on the host too, so the device is really free.
     public func unmount(path: String) async throws {
-        try await NIOThreadPool.singleton.runIfActive {
-            guard umount2(path, 0) == 0 else {
+        let layers = try await NIOThreadPool.singleton.runIfActive { () throws -> Int in
+            var layers = 0
+            while layers < 16 {
+                if umount2(path, 0) == 0 {
+                    layers += 1
+                    continue
+                }
                 let code = errno
+                if code == EINVAL && layers > 0 { break }  // No mount left at the path.
                 let hint = code == EBUSY ? " (something still uses it: a process outside Docker, or a bind mount)" : ""
                 throw DeviceError(message: "umount(2) failed: \(String(cString: strerror(code)))\(hint)")
             }
             rmdir(path)
+            return layers
         }
-        logger.debug("Unmounted", metadata: ["mountpoint": "\(path)"])
+        logger.debug("Unmounted", metadata: ["mountpoint": "\(path)", "layers": "\(layers)"])
     }
 
     static func parseExport(_ text: String) -> [String: String] {

@@ -1,0 +1,224 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Subprocess
+import Testing
+
+/// Real-engine tests need, besides root and udev, Debian's dockerd and the plugin assembled by `plugin/build`.
+enum EngineE2E {
+    static let pluginDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("plugin/build").path
+    static var available: Bool { E2E.required || (E2E.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd")) }
+
+    static func checkPrerequisites() throws {
+        try E2E.checkPrerequisites()
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd") else {
+            throw LabError("real-engine tests need dockerd: apt-get install docker.io")
+        }
+        guard FileManager.default.fileExists(atPath: pluginDirectory + "/rootfs/usr/bin/do-storage") else {
+            throw LabError("the plugin is not assembled: run plugin/build")
+        }
+    }
+}
+
+struct CommandResult: CustomStringConvertible {
+    var status: Int32
+    var output: String
+    var error: String
+    var description: String { "exit \(status)\nstdout: \(output)\nstderr: \(error)" }
+}
+
+func runCommand(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> CommandResult {
+    let env: Subprocess.Environment = environment.map { overrides in
+        .inherit.updating(Dictionary(uniqueKeysWithValues: overrides.map { (Environment.Key(stringLiteral: $0.key), Optional($0.value)) }))
+    } ?? .inherit
+    let result = try await Subprocess.run(
+        .name(executable), arguments: Arguments(arguments), environment: env,
+        output: .string(limit: 4 << 20), error: .string(limit: 4 << 20))
+    let status: Int32
+    switch result.terminationStatus {
+    case .exited(let code): status = code
+    default: status = -1
+    }
+    return CommandResult(status: status, output: result.standardOutput, error: result.standardError)
+}
+
+/// One private dockerd, as one droplet. Stopped by its pid; its folders are removed afterwards.
+final class Engine: @unchecked Sendable {
+    let name: String
+    let dataRoot: String
+    let execRoot: String
+    let socket: String
+    let logPath: String
+    private let process: Process
+
+    /// - Parameter execRoot: short (plugin sockets live under it and unix socket paths are limited to 108 bytes).
+    init(name: String, dataRoot: String, execRoot: String, launcher: [String] = []) throws {
+        self.name = name
+        self.dataRoot = dataRoot
+        self.execRoot = execRoot
+        self.socket = execRoot + "/docker.sock"
+        self.logPath = dataRoot + "/dockerd.log"
+        try FileManager.default.createDirectory(atPath: dataRoot, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: execRoot, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        let arguments = [
+            "/usr/sbin/dockerd", "--data-root", dataRoot + "/data", "--exec-root", execRoot, "-H", "unix://" + socket,
+            "--pidfile", execRoot + "/docker.pid", "--iptables=false", "--bridge=none", "--ip-masq=false",
+            "--storage-driver=vfs", "--log-level=info",
+        ]
+        let command = launcher + arguments
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func waitUntilReady() async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else { throw LabError("dockerd \(name) exited:\n\(log.suffix(3000))") }
+            if let result = try? await docker("version", "--format", "{{.Server.Version}}"), result.status == 0 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw LabError("dockerd \(name) did not answer within 60 s:\n\(log.suffix(3000))")
+    }
+
+    @discardableResult
+    func docker(_ arguments: String...) async throws -> CommandResult {
+        try await docker(arguments)
+    }
+
+    @discardableResult
+    func docker(_ arguments: [String]) async throws -> CommandResult {
+        try await runCommand("docker", ["-H", "unix://" + socket] + arguments, environment: ["DOCKER_CONFIG": dataRoot + "/client"])
+    }
+
+    /// Runs docker and fails the test with its output when it fails.
+    @discardableResult
+    func must(_ arguments: String...) async throws -> String {
+        try await must(arguments)
+    }
+
+    @discardableResult
+    func must(_ arguments: [String]) async throws -> String {
+        let result = try await docker(arguments)
+        guard result.status == 0 else {
+            throw LabError("docker \(arguments.joined(separator: " ")) on \(name) failed: \(result)")
+        }
+        return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Imports a tiny image made of busybox as `bb:latest`.
+    func importBusybox(tarball: String) async throws {
+        try await must("import", tarball, "bb:latest")
+    }
+
+    /// The plugin's VolumeDriver requests as it logged them (its output goes to dockerd's log).
+    func requests(_ method: String, volume: String, outcome: String = "ok") -> Int {
+        log.split(separator: "\n").filter {
+            $0.contains("VolumeDriver request") && $0.contains("request.method=\(method) ")
+                && $0.contains("volume.name=\(volume)") && $0.contains("outcome=\(outcome)")
+        }.count
+    }
+
+    func stop() async {
+        if process.isRunning {
+            process.terminate()
+            let deadline = ContinuousClock.now + .seconds(30)
+            while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+        }
+        // containerd's shims and anything mounted under the engine's folders.
+        for entry in Lab.mountinfo().reversed() where entry.mountpoint.hasPrefix(dataRoot + "/") || entry.mountpoint.hasPrefix(execRoot + "/") || entry.mountpoint == execRoot {
+            umount2(entry.mountpoint, Int32(MNT_DETACH))
+        }
+        try? FileManager.default.removeItem(atPath: execRoot)
+        try? FileManager.default.removeItem(atPath: dataRoot)
+    }
+}
+
+/// A simulated DigitalOcean plus private dockerd droplets running the real managed plugin.
+final class EngineLab: @unchecked Sendable {
+    let lab: Lab
+    let id = String(UUID().uuidString.prefix(6)).lowercased()
+    var engines: [Engine] = []
+    let busyboxTarball: String
+    let pluginName = "do_storage:latest"
+
+    static func withLab(actionLatency: Duration = .milliseconds(300), _ body: (EngineLab) async throws -> Void) async throws {
+        try EngineE2E.checkPrerequisites()
+        try await Lab.withLab(actionLatency: actionLatency) { lab in
+            let engineLab = try EngineLab(lab: lab)
+            do {
+                try await body(engineLab)
+            } catch {
+                await engineLab.close()
+                throw error
+            }
+            await engineLab.close()
+        }
+    }
+
+    private init(lab: Lab) throws {
+        self.lab = lab
+        busyboxTarball = lab.root + "/busybox.tar"
+        let image = lab.root + "/busybox-root"
+        try FileManager.default.createDirectory(atPath: image + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/usr/bin/busybox", toPath: image + "/bin/busybox")
+        for tool in ["sh", "cat", "echo", "ls", "sleep", "df", "touch", "mkdir", "test", "true"] {
+            try FileManager.default.createSymbolicLink(atPath: image + "/bin/" + tool, withDestinationPath: "busybox")
+        }
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/bin/tar")
+        tar.arguments = ["-C", image, "-cf", busyboxTarball, "."]
+        try tar.run()
+        tar.waitUntilExit()
+    }
+
+    /// The folder under the host's /dev where droplet `id`'s volume links appear: the plugin sees the host's /dev.
+    func deviceDirectory(_ droplet: Int) -> String { "/dev/do-sim-\(id)/droplet-\(droplet)" }
+
+    /// Adds a droplet to the simulator and starts its dockerd with the plugin installed (not yet configured).
+    func startDroplet(_ droplet: Int, launcher: [String] = []) async throws -> Engine {
+        try await lab.world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory(droplet))
+        let engine = try Engine(
+            name: "droplet-\(droplet)", dataRoot: "\(lab.root)/engine-\(droplet)", execRoot: "/run/dx\(id)\(engines.count)",
+            launcher: launcher)
+        engines.append(engine)
+        try await engine.waitUntilReady()
+        try await engine.importBusybox(tarball: busyboxTarball)
+        try await engine.must("plugin", "create", pluginName, EngineE2E.pluginDirectory)
+        return engine
+    }
+
+    /// `docker plugin set` of the lab's settings for this droplet, then enable.
+    func configureAndEnable(_ engine: Engine, droplet: Int, token: String? = Lab.token, extra: [String] = []) async throws {
+        var settings = [
+            "DO_API_URL=\(lab.running.apiURL)", "DO_METADATA_URL=\(lab.running.metadataURL(droplet: droplet))",
+            "DEVICE_DIR=\(deviceDirectory(droplet))", "LOG_LEVEL=debug",
+        ]
+        if let token { settings.append("ACCESS_TOKEN=\(token)") }
+        try await engine.must(["plugin", "set", pluginName] + settings + extra)
+        try await engine.must("plugin", "enable", pluginName)
+    }
+
+    func close() async {
+        for engine in engines {
+            // Containers first, then the plugin, so the plugin unmounts and releases its volumes.
+            let ids = (try? await engine.docker("ps", "-aq"))?.output.split(separator: "\n").map(String.init) ?? []
+            if !ids.isEmpty { _ = try? await engine.docker(["rm", "-f"] + ids) }
+            await engine.stop()
+        }
+        try? FileManager.default.removeItem(atPath: "/dev/do-sim-\(id)")
+    }
+}

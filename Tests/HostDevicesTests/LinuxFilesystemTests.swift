@@ -1,0 +1,64 @@
+import Foundation
+import HostDevices
+import Logging
+import Testing
+import VolumeService
+
+@Suite struct MountInfoTests {
+    @Test func parsesFieldsAndEscapes() {
+        let text = """
+            36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+            44 86 7:0 / /mnt/volumes/with\\040space rw,noatime shared:3 - ext4 /dev/loop0 rw
+            """
+        let entries = MountInfo.parse(text)
+        #expect(entries == [
+            MountEntry(source: "/dev/root", mountpoint: "/mnt/parent", fstype: "ext3"),
+            MountEntry(source: "/dev/loop0", mountpoint: "/mnt/volumes/with space", fstype: "ext4"),
+        ])
+    }
+}
+
+/// mount(2) and umount2(2) for real: root only.
+@Suite(.enabled(if: geteuid() == 0 || ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1", "needs root"))
+struct LinuxFilesystemTests {
+    @Test func unmountRemovesEveryStackedCopy() async throws {
+        let root = "/tmp/do-storage-fs-\(UUID().uuidString.prefix(8))"
+        let path = root + "/volume"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        defer {
+            while umount2(path, Int32(MNT_DETACH)) == 0 {}
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        // Two mounts at one path, as propagation leaves them in a managed plugin.
+        #expect(mount("tmpfs", path, "tmpfs", 0, nil) == 0)
+        #expect(mount("tmpfs", path, "tmpfs", 0, nil) == 0)
+        let filesystem = LinuxFilesystem(logger: Logger(label: "test"))
+        #expect(try await filesystem.mounts(under: root).count == 2)
+        try await filesystem.unmount(path: path)
+        #expect(try await filesystem.mounts(under: root).isEmpty)
+        let error = await #expect(throws: DeviceError.self) { try await filesystem.unmount(path: path) }
+        #expect(error?.message.contains("umount(2) failed") == true)
+    }
+
+    @Test func blankAndFormattedDevicesAreTold() async throws {
+        let root = "/tmp/do-storage-blkid-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let blank = root + "/blank.img"
+        let formatted = root + "/ext4.img"
+        for file in [blank, formatted] {
+            FileManager.default.createFile(atPath: file, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+            try handle.truncate(atOffset: 16 << 20)
+            try handle.close()
+        }
+        let mkfs = Process()
+        mkfs.executableURL = URL(fileURLWithPath: "/usr/sbin/mkfs.ext4")
+        mkfs.arguments = ["-q", "-F", formatted]
+        try mkfs.run()
+        mkfs.waitUntilExit()
+        let filesystem = LinuxFilesystem(logger: Logger(label: "test"))
+        #expect(try await filesystem.filesystemType(device: blank) == nil)
+        #expect(try await filesystem.filesystemType(device: formatted) == "ext4")
+    }
+}
