@@ -39,7 +39,7 @@ public struct LinuxFilesystem: HostFilesystem {
 
     public func mounts(under root: String) async throws -> [MountEntry] {
         let text = try await NIOThreadPool.singleton.runIfActive {
-            try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            try ProcFile.read("/proc/self/mountinfo")
         }
         return MountInfo.parse(text).filter { $0.mountpoint == root || $0.mountpoint.hasPrefix(root + "/") }
     }
@@ -84,6 +84,28 @@ public struct LinuxFilesystem: HostFilesystem {
             fields[String(line[..<equals])] = String(line[line.index(after: equals)...])
         }
         return fields
+    }
+}
+
+/// Reading procfs files: they report a size of 0 and are produced page by page, so they are read with read(2)
+/// until end of file (a size-based read sees a truncated or empty file). Blocking: call off the cooperative pool.
+public enum ProcFile {
+    public static func read(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DeviceError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw DeviceError(message: "cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

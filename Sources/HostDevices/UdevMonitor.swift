@@ -74,7 +74,7 @@ public final class UdevMonitor: Sendable {
     /// systemd's libudev disables a udev monitor when neither holds (see the README's troubleshooting).
     static func udevLooksActive() -> Bool {
         if FileManager.default.fileExists(atPath: "/run/udev/control") { return true }
-        guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
+        guard let mounts = try? ProcFile.read("/proc/self/mounts") else { return false }
         return mounts.split(separator: "\n").contains { line in
             let fields = line.split(separator: " ")
             return fields.count > 2 && fields[1] == "/dev" && fields[2] == "devtmpfs"

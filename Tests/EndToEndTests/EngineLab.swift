@@ -4,10 +4,10 @@ import Foundation
 import Subprocess
 import Testing
 
-/// Real-engine tests need, besides root and udev, Debian's dockerd and the plugin assembled by `plugin/build`.
+/// Real-engine tests need, besides root and udev, Debian's dockerd and the plugin assembled by `plugin/build` in plugin/rootfs.
 enum EngineE2E {
     static let pluginDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("plugin/build").path
+        .deletingLastPathComponent().appendingPathComponent("plugin").path
     static var available: Bool { E2E.required || (E2E.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd")) }
 
     static func checkPrerequisites() throws {
@@ -128,7 +128,7 @@ final class Engine: @unchecked Sendable {
         }.count
     }
 
-    func stop() async {
+    func stop(keepFolders: Bool = false) async {
         if process.isRunning {
             process.terminate()
             let deadline = ContinuousClock.now + .seconds(30)
@@ -142,6 +142,7 @@ final class Engine: @unchecked Sendable {
         for entry in Lab.mountinfo().reversed() where entry.mountpoint.hasPrefix(dataRoot + "/") || entry.mountpoint.hasPrefix(execRoot + "/") || entry.mountpoint == execRoot {
             umount2(entry.mountpoint, Int32(MNT_DETACH))
         }
+        if keepFolders { return }
         try? FileManager.default.removeItem(atPath: execRoot)
         try? FileManager.default.removeItem(atPath: dataRoot)
     }
@@ -210,6 +211,16 @@ final class EngineLab: @unchecked Sendable {
         if let token { settings.append("ACCESS_TOKEN=\(token)") }
         try await engine.must(["plugin", "set", pluginName] + settings + extra)
         try await engine.must("plugin", "enable", pluginName)
+    }
+
+    /// Stops dockerd (it stops containers, the plugin, and unmounts the propagated mounts) and starts it again on the
+    /// same folders.
+    func restart(_ engine: Engine) async throws -> Engine {
+        await engine.stop(keepFolders: true)
+        let again = try Engine(name: engine.name, dataRoot: engine.dataRoot, execRoot: engine.execRoot)
+        engines[engines.firstIndex { $0 === engine }!] = again
+        try await again.waitUntilReady()
+        return again
     }
 
     func close() async {

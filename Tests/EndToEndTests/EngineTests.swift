@@ -56,4 +56,89 @@ struct EngineTests {
             #expect(try #require(log[1].completed) <= log[2].started)
         }
     }
+
+    @Test func dockersOwnVolumeDriverScenarios() async throws {
+        try await EngineLab.withLab { lab in
+            try await lab.lab.createVolume("named")
+            try await lab.lab.createVolume("shared")
+            try await lab.lab.createVolume("copied")
+            try await lab.lab.createVolume("blank", filesystem: nil)
+            let engine = try await lab.startDroplet(1001)
+            try await lab.configureAndEnable(engine, droplet: 1001)
+            let driver = lab.pluginName
+
+            // Named volume with run --rm: Mount 1, Unmount 1. (Get finds the DigitalOcean volume, so the engine needs
+            // no Create; Docker does not remove named volumes on --rm.)
+            try await engine.must("run", "--rm", "--network", "none", "-v", "named:/data", "--volume-driver", driver, "bb", "touch", "/data/x")
+            #expect(engine.requests("Create", volume: "named") <= 1)
+            #expect(engine.requests("Mount", volume: "named") == 1)
+            #expect(engine.requests("Unmount", volume: "named") == 1)
+
+            // inspect shows the driver and the plugin's Status; ls lists it; a missing volume is "no such volume".
+            let inspect = try await engine.must("volume", "inspect", "named", "--format", "{{.Driver}} {{index .Status \"do.name\"}}")
+            #expect(inspect == "\(driver) named")
+            let listed = try await engine.must("volume", "ls", "--filter", "driver=\(driver)", "--format", "{{.Name}}")
+            #expect(listed.split(separator: "\n").contains("named"))
+            let missing = try await engine.docker("volume", "inspect", "ghost")
+            #expect(missing.status != 0)
+            #expect(missing.error.lowercased().contains("no such volume"), "\(missing)")
+
+            // Two containers share a volume (--volumes-from): two Mounts, two Unmounts, one attachment.
+            try await engine.must("run", "-d", "--name", "first", "--network", "none", "-v", "shared:/data", "--volume-driver", driver, "bb", "sleep", "300")
+            try await engine.must("run", "-d", "--name", "second", "--network", "none", "--volumes-from", "first", "bb", "sleep", "300")
+            #expect(engine.requests("Mount", volume: "shared") == 2)
+            #expect(await lab.lab.attachments("shared") == [1001])
+            try await engine.must("rm", "-f", "second")
+            #expect(await lab.lab.attachments("shared") == [1001], "first still uses it")
+            try await engine.must("rm", "-f", "first")
+            #expect(engine.requests("Unmount", volume: "shared") == 2)
+            #expect(await lab.lab.attachments("shared").isEmpty)
+
+            // docker cp on a running container mounts the volume again with the same ID, then unmounts once.
+            try await engine.must("run", "-d", "--name", "busy", "--network", "none", "-v", "copied:/data", "--volume-driver", driver, "bb", "sh", "-c", "echo copied > /data/f; sleep 300")
+            try await waitFor("the container to write") {
+                (try? await engine.docker("exec", "busy", "cat", "/data/f"))?.output == "copied\n"
+            }
+            try await engine.must("cp", "busy:/data/f", lab.lab.root + "/copied-out")
+            #expect(try String(contentsOfFile: lab.lab.root + "/copied-out", encoding: .utf8) == "copied\n")
+            #expect(engine.requests("Mount", volume: "copied") == 2)
+            #expect(engine.requests("Unmount", volume: "copied") == 1)
+            #expect(await lab.lab.attachments("copied") == [1001])
+            try await engine.must("rm", "-f", "busy")
+            #expect(engine.requests("Unmount", volume: "copied") == 2)
+
+            // A failed Mount (a blank volume) sends no Unmount, and leaves nothing attached.
+            let blank = try await engine.docker("run", "--rm", "--network", "none", "-v", "blank:/data", "--volume-driver", driver, "bb", "true")
+            #expect(blank.status != 0)
+            #expect(blank.error.contains("has no filesystem"), "\(blank)")
+            #expect(engine.requests("Mount", volume: "blank", outcome: "error") == 1)
+            #expect(engine.requests("Unmount", volume: "blank") == 0)
+            #expect(await lab.lab.attachments("blank").isEmpty)
+
+            // The plugin cannot be disabled while a volume uses it.
+            let disable = try await engine.docker("plugin", "disable", driver)
+            #expect(disable.status != 0)
+            #expect(disable.error.contains("in use"), "\(disable)")
+            #expect(!engine.log.contains(Lab.token))
+        }
+    }
+
+    @Test func aRestartAlwaysContainerComesBackWithItsDataAfterDockerdRestarts() async throws {
+        try await EngineLab.withLab { lab in
+            try await lab.lab.createVolume("pgdata")
+            let engine = try await lab.startDroplet(1001)
+            try await lab.configureAndEnable(engine, droplet: 1001)
+            try await engine.must(
+                "run", "-d", "--name", "db", "--restart", "always", "--network", "none", "-v", "pgdata:/data",
+                "--volume-driver", lab.pluginName, "bb", "sh", "-c", "echo kept >> /data/log; sleep 3000")
+            try await waitFor("the container to write") {
+                (try? await engine.docker("exec", "db", "cat", "/data/log"))?.output == "kept\n"
+            }
+            let restarted = try await lab.restart(engine)
+            try await waitFor("the container to come back", timeout: .seconds(60)) {
+                (try? await restarted.docker("exec", "db", "cat", "/data/log"))?.output == "kept\nkept\n"
+            }
+            #expect(await lab.lab.attachments("pgdata") == [1001])
+        }
+    }
 }

@@ -18,6 +18,17 @@ import VolumeService
     }
 }
 
+@Suite struct ProcFileTests {
+    @Test func readsProcFilesToTheEnd() throws {
+        // /proc/self/maps of a Swift process is far longer than a page.
+        let maps = try ProcFile.read("/proc/self/maps")
+        let lines = maps.split(separator: "\n")
+        #expect(maps.utf8.count > 8192)
+        #expect(lines.last?.contains("[vsyscall]") == true || lines.last?.contains("[vdso]") == true || lines.count > 50)
+        #expect(maps.hasSuffix("\n"))
+    }
+}
+
 /// mount(2) and umount2(2) for real: root only.
 @Suite(.enabled(if: geteuid() == 0 || ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1", "needs root"))
 struct LinuxFilesystemTests {
