@@ -6,8 +6,9 @@ import Testing
 
 /// Real-engine tests need, besides root and udev, Debian's dockerd and the plugin assembled by `plugin/build` in plugin/rootfs.
 enum EngineE2E {
-    static let pluginDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("plugin").path
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    static let pluginDirectory = repositoryRoot + "/plugin"
     static var available: Bool { E2E.required || (E2E.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd")) }
 
     static func checkPrerequisites() throws {

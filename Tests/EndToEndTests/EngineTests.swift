@@ -141,4 +141,33 @@ struct EngineTests {
             #expect(await lab.lab.attachments("pgdata") == [1001])
         }
     }
+
+    @Test func theComposeFileWorksWithDockerCompose() async throws {
+        try await EngineLab.withLab { lab in
+            try await lab.lab.createVolume("pgdata")
+            let one = try await lab.startDroplet(1001)
+            let two = try await lab.startDroplet(1002)
+            try await lab.configureAndEnable(one, droplet: 1001)
+            try await lab.configureAndEnable(two, droplet: 1002)
+            let file = EngineE2E.repositoryRoot + "/docker-compose.yml"
+            func compose(_ engine: Engine, _ arguments: String...) async throws -> CommandResult {
+                try await runCommand(
+                    "docker-compose", ["-f", file, "-p", "app"] + arguments,
+                    environment: [
+                        "DOCKER_HOST": "unix://" + engine.socket, "APP_IMAGE": "bb", "DO_STORAGE_DRIVER": lab.pluginName,
+                        "COMPOSE_INTERACTIVE_NO_CLI": "1",
+                    ])
+            }
+            let write = try await compose(one, "run", "--rm", "-T", "db", "sh", "-c", "echo from-compose > /var/lib/postgresql/data/f")
+            #expect(write.status == 0, "\(write)")
+            let inspect = try await one.must("volume", "inspect", "pgdata", "--format", "{{.Driver}}")
+            #expect(inspect == lab.pluginName, "the compose declaration (name + driver) made the volume")
+            _ = try await compose(one, "down")
+            let read = try await compose(two, "run", "--rm", "-T", "db", "cat", "/var/lib/postgresql/data/f")
+            #expect(read.status == 0, "\(read)")
+            #expect(read.output.trimmingCharacters(in: .whitespacesAndNewlines) == "from-compose")
+            _ = try await compose(two, "down")
+            #expect(await lab.lab.attachments("pgdata").isEmpty)
+        }
+    }
 }
