@@ -29,6 +29,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Get/List/Path calls to count DigitalOcean calls over.")
     var lookups = 1000
 
+    @Option(help: "A do-storage binary (e.g. plugin/rootfs/usr/bin/do-storage): also measure its start-up and idle memory.")
+    var pluginBinary: String?
+
+    @Option(help: "Start-ups to measure with --plugin-binary.")
+    var starts = 10
+
     func run() async throws {
         var simLogger = Logger(label: "do-sim")
         simLogger.logLevel = .critical
@@ -67,6 +73,9 @@ struct Bench: AsyncParsableCommand {
 
         do {
             try await measure(world: world, server: server, service: service)
+            if let pluginBinary {
+                try await measureProcess(pluginBinary, running: running, root: root)
+            }
         } catch {
             await world.shutdown()
             await running.stop()
@@ -118,6 +127,70 @@ struct Bench: AsyncParsableCommand {
         print(String(format: "DigitalOcean calls per cold Mount: %.1f + %.1f action polls on average, at most %d + %d (target <= 3 plus polls)",
                      average(calls), average(polls), calls.max() ?? 0, polls.max() ?? 0))
         print("DigitalOcean calls made by \(lookups) Get/List/Path calls: \(lookupCalls) (target 0)")
+    }
+
+    /// Time from exec to an accepting socket, and resident memory once idle, of the real binary.
+    func measureProcess(_ binary: String, running: RunningSimulator, root: String) async throws {
+        var startups: [Double] = []
+        var residents: [Double] = []
+        for index in 0..<starts {
+            let socket = "\(root)/p\(index).sock"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.environment = [
+                "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL,
+                "DO_METADATA_URL": running.metadataURL(droplet: 1), "SOCKET_PATH": socket,
+                "STATE_DIR": "\(root)/pstate\(index)", "MOUNT_ROOT": "\(root)/pmnt", "DEVICE_DIR": root + "/by-id",
+                "LOG_LEVEL": "error",
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            let started = ContinuousClock.now
+            try process.run()
+            defer {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            while !Self.accepts(socket) {
+                guard process.isRunning, ContinuousClock.now - started < .seconds(10) else {
+                    throw ValidationError("\(binary) did not open its socket")
+                }
+                try await Task.sleep(for: .microseconds(200))
+            }
+            startups.append((ContinuousClock.now - started).milliseconds)
+            // Idle: the background start-up (metadata, state, udev) is done and nothing is asked of it.
+            try await Task.sleep(for: .seconds(1))
+            let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+            if let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "")
+            {
+                residents.append(kilobytes / 1024)
+            }
+        }
+        startups.sort()
+        residents.sort()
+        print(String(format: "process start to socket ready: median %.1f ms, max %.1f ms over %d starts (target <= 100 ms)",
+                     percentile(startups, 0.5), startups.last ?? 0, starts))
+        print(String(format: "idle resident memory: median %.1f MB (target <= 15 MB)", percentile(residents, 0.5)))
+    }
+
+    static func accepts(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: bytes)
+            buffer[bytes.count] = 0
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
     }
 
     func percentile(_ sorted: [Double], _ p: Double) -> Double {
