@@ -2,7 +2,8 @@ import CCurl
 import DigitalOcean
 import NIOConcurrencyHelpers
 import NIOPosix
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// The production `HTTPTransport`: libcurl easy handles, run on a dedicated `NIOThreadPool` so the blocking
 /// `curl_easy_perform` never occupies Swift's cooperative pool.
@@ -173,7 +174,7 @@ private let curlHeaderCallback: do_curl_write_callback = { pointer, size, count,
         sink.headers = [:]
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        let value = line[line.index(after: colon)...].trimmedWhitespace
         sink.headers[name] = value
     }
     return length

@@ -123,7 +123,7 @@ public actor LoopDeviceBackend: SimDeviceBackend {
         guard case .exited(0) = result.terminationStatus else {
             throw SimDeviceError(message: "\(tool) \(arguments.joined(separator: " ")) failed: \(result.standardError)")
         }
-        return result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        return result.standardOutput.trimmedWhitespace
     }
 }
 

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 
 /// The DigitalOcean API v2 calls the plugin needs, over any `HTTPTransport`.
@@ -178,7 +179,7 @@ public struct DOClient: Sendable {
 
     private func retryWait(for response: HTTPResponse, retry number: Int) -> Duration {
         guard response.status == 429 else { return retry.backoff(retry: number) }
-        if let value = response.headers["retry-after"], let seconds = Double(value.trimmingCharacters(in: .whitespaces)) {
+        if let value = response.headers["retry-after"], let seconds = Double(value.trimmedWhitespace) {
             return .milliseconds(Int64(max(seconds, 0) * 1000))
         }
         if let value = response.headers["ratelimit-reset"], let epoch = Double(value) {
@@ -215,9 +216,5 @@ public struct DOClient: Sendable {
             message: text.isEmpty ? "HTTP \(response.status) with no body" : text, operation: operation)
     }
 
-    static func percentEncode(_ value: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
-    }
+    static func percentEncode(_ value: String) -> String { value.percentEncodedQueryValue }
 }

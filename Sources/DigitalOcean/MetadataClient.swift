@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 
 /// This droplet's identity.
@@ -52,7 +53,7 @@ public struct MetadataClient: Sendable {
             do {
                 let response = try await transport.send(HTTPRequest(method: "GET", url: url, timeout: timeout))
                 if response.status == 200 {
-                    return String(decoding: response.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                    return String(decoding: response.body, as: UTF8.self).trimmedWhitespace
                 }
                 last = "HTTP \(response.status)"
             } catch {

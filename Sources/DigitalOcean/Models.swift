@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A region as DigitalOcean returns it inside a volume.
 public struct Region: Codable, Sendable, Equatable {

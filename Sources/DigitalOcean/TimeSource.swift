@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import NIOConcurrencyHelpers
 
 /// Where the clients and the orchestration get the time and wait, so tests can run waits in virtual time.

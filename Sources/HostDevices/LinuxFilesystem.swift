@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 import NIOPosix
 import Subprocess
@@ -32,7 +33,7 @@ public struct LinuxFilesystem: HostFilesystem {
         case .exited(2):
             return nil
         default:
-            let detail = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+            let detail = result.standardError.trimmedWhitespace
             throw DeviceError(message: "blkid \(device) failed (\(result.terminationStatus)): \(detail)")
         }
     }

@@ -1,6 +1,8 @@
 import CUdev
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
+import NIOPosix
 import VolumeService
 
 /// Listens to udev's block-device events on a thread of its own (the receive blocks) and fires `signal` on each.
@@ -13,6 +15,7 @@ public final class UdevMonitor: Sendable {
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let logger: Logger
+    private let thread: NIOThreadPool
 
     public init(logger: Logger) throws {
         self.logger = logger
@@ -27,11 +30,13 @@ public final class UdevMonitor: Sendable {
                 "udev does not look active: libudev will deliver no device events, devices are found by a slower re-check",
                 metadata: ["hint": "bind the host's /dev and /run/udev into the plugin"])
         }
-        let thread = Thread { [monitor, signal, wakeRead, logger] in
+        // A thread of its own: the loop blocks in poll(2) for as long as the plugin runs.
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        thread.submit { [monitor, signal, wakeRead, logger] _ in
             UdevMonitor.run(monitor: monitor, signal: signal, wakeFD: wakeRead, logger: logger)
         }
-        thread.name = "udev-monitor"
-        thread.start()
+        self.thread = thread
     }
 
     deinit {

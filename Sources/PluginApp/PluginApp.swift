@@ -1,6 +1,7 @@
 import CurlTransport
 import DigitalOcean
-import Foundation
+import FoundationEssentials
+import Glibc
 import HostDevices
 import Hummingbird
 import Logging
@@ -75,8 +76,10 @@ public enum PluginApp {
     ) throws -> some ApplicationProtocol {
         let router = Router()
         VolumeDriverController(driver: driver, logger: logger).addRoutes(to: router)
-        try FileManager.default.createDirectory(
-            atPath: (socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let directory = socketPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
         unlink(socketPath)
         return Application(
             router: router, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "do_storage"),

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Configuration
 import DigitalOcean
 import Logging
@@ -42,7 +43,7 @@ public struct PluginSettings: Sendable, Equatable {
 
     /// Reads the settings. Throws a `SettingsError` naming the variable when a value is malformed.
     public init(reader: ConfigReader) throws {
-        if let token = reader.string(forKey: "access.token", isSecret: true)?.trimmingCharacters(in: .whitespacesAndNewlines),
+        if let token = reader.string(forKey: "access.token", isSecret: true)?.trimmedWhitespace,
             !token.isEmpty
         {
             accessToken = token
@@ -97,7 +98,7 @@ public struct PluginSettings: Sendable, Equatable {
     // MARK: Parsing
 
     static func nonEmpty(_ text: String?) -> String? {
-        guard let text = text?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else { return nil }
+        guard let text = text?.trimmedWhitespace, !text.isEmpty else { return nil }
         return text
     }
 
@@ -127,7 +128,7 @@ public struct PluginSettings: Sendable, Equatable {
     public static func duration(_ text: String, _ name: String) throws -> Duration {
         let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]
         for unit in units where text.hasSuffix(unit.suffix) {
-            let number = text.dropLast(unit.suffix.count).trimmingCharacters(in: .whitespaces)
+            let number = text.dropLast(unit.suffix.count).trimmedWhitespace
             if let value = Double(number), value >= 0, value.isFinite {
                 return .milliseconds(Int64((value * unit.scale * 1000).rounded()))
             }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hummingbird
 import Logging
 import VolumeService
@@ -19,8 +20,8 @@ public struct VolumeDriverController: Sendable {
     }
 
     public func addRoutes(to router: Router<some RequestContext>) {
-        router.post("/Plugin.Activate") { _, _ in Self.json(["Implements": ["VolumeDriver"]]) }
-        router.post("/VolumeDriver.Capabilities") { _, _ in Self.json(["Capabilities": ["Scope": "global"]]) }
+        router.post("/Plugin.Activate") { _, _ in Self.encode(ActivateResponse()) }
+        router.post("/VolumeDriver.Capabilities") { _, _ in Self.encode(CapabilitiesResponse()) }
         router.post("/VolumeDriver.Create") { request, _ in
             let decoded = await Self.decode(CreateRequest.self, request)
             let body = (try? decoded.get()) ?? .empty
@@ -45,7 +46,7 @@ public struct VolumeDriverController: Sendable {
             return await handle("Mount", name: body.name, id: body.id) {
                 _ = try decoded.get()
                 let mountpoint = try await driver.mount(name: body.name, id: body.id)
-                return Self.json(["Mountpoint": mountpoint, "Err": ""])
+                return Self.encode(MountpointResponse(mountpoint: mountpoint))
             }
         }
         router.post("/VolumeDriver.Unmount") { request, _ in
@@ -62,7 +63,7 @@ public struct VolumeDriverController: Sendable {
             let body = (try? decoded.get()) ?? .empty
             return await handle("Path", name: body.name, level: .debug) {
                 _ = try decoded.get()
-                return Self.json(["Mountpoint": try await driver.path(name: body.name), "Err": ""])
+                return Self.encode(MountpointResponse(mountpoint: try await driver.path(name: body.name)))
             }
         }
         router.post("/VolumeDriver.Get") { request, _ in
@@ -175,6 +176,30 @@ public struct VolumeDriverController: Sendable {
         }
     }
 
+    struct ActivateResponse: Encodable {
+        var implements = ["VolumeDriver"]
+        enum CodingKeys: String, CodingKey { case implements = "Implements" }
+    }
+
+    /// Scope global: a volume is one DigitalOcean volume, the same from every droplet.
+    struct CapabilitiesResponse: Encodable {
+        struct Capabilities: Encodable {
+            var scope = "global"
+            enum CodingKeys: String, CodingKey { case scope = "Scope" }
+        }
+        var capabilities = Capabilities()
+        enum CodingKeys: String, CodingKey { case capabilities = "Capabilities" }
+    }
+
+    struct MountpointResponse: Encodable {
+        var mountpoint: String
+        var err = ""
+        enum CodingKeys: String, CodingKey {
+            case mountpoint = "Mountpoint"
+            case err = "Err"
+        }
+    }
+
     struct ErrorResponse: Encodable {
         var err: String
         enum CodingKeys: String, CodingKey { case err = "Err" }
@@ -229,12 +254,7 @@ public struct VolumeDriverController: Sendable {
         var description: String { message }
     }
 
-    static func ok() -> Response { json(["Err": ""]) }
-
-    static func json(_ object: [String: Any]) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return response(data, status: .ok)
-    }
+    static func ok() -> Response { encode(ErrorResponse(err: "")) }
 
     static func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         let encoder = JSONEncoder()

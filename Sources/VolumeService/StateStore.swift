@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import NIOPosix
 
 /// What the plugin knows of one Docker volume.

@@ -1,5 +1,6 @@
 import DigitalOcean
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 
 /// What Docker sees of a volume.

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 import PluginApp
 
@@ -8,7 +9,8 @@ let settings: PluginSettings
 do {
     settings = try PluginSettings.fromEnvironment()
 } catch {
-    FileHandle.standardError.write(Data("do-storage: \(error)\n".utf8))
+    let message = Array("do-storage: \(error)\n".utf8)
+    _ = message.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     exit(2)
 }
 LoggingSystem.bootstrap { label in
