@@ -80,23 +80,36 @@ public final class SimulatorServer: Sendable {
 
     /// Serves on `host:port` (port 0: any free port) until the returned handle is stopped.
     public func start(host: String = "127.0.0.1", port: Int = 0) async throws -> RunningSimulator {
+        try await start(address: .hostname(host, port: port), host: host)
+    }
+
+    /// Serves on a unix socket too (for test hosts in network namespaces, reached through a relay on their own
+    /// loopback). The returned handle's URLs are not meaningful; stop it like any other.
+    public func start(unixSocket path: String) async throws -> RunningSimulator {
+        try await start(address: .unixDomainSocket(path: path), host: "unix")
+    }
+
+    private func start(address: BindAddress, host: String) async throws -> RunningSimulator {
         let router = Router()
         addRoutes(to: router)
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "do-sim"),
+            router: router, configuration: .init(address: address, serverName: "do-sim"),
             onServerRunning: { channel in
-                continuation.yield(channel.localAddress?.port ?? 0)
+                continuation.yield(channel.localAddress?.port ?? -1)
                 continuation.finish()
             },
             logger: logger)
-        let task = Task { try await app.runService(gracefulShutdownSignals: []) }
+        let task = Task {
+            defer { continuation.finish() }  // A server that cannot start ends the wait below.
+            try await app.runService(gracefulShutdownSignals: [])
+        }
         var iterator = ports.makeAsyncIterator()
         guard let bound = await iterator.next(), bound != 0 else {
             task.cancel()
-            throw SimDeviceError(message: "the simulator could not listen on \(host):\(port)")
+            throw SimDeviceError(message: "the simulator could not listen on \(address)")
         }
-        return RunningSimulator(host: host, port: bound, task: task)
+        return RunningSimulator(host: host, port: max(bound, 0), task: task)
     }
 
     func addRoutes(to router: Router<BasicRequestContext>) {

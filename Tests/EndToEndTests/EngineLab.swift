@@ -224,6 +224,72 @@ final class EngineLab: @unchecked Sendable {
         return again
     }
 
+    // MARK: Swarm: engines in network namespaces
+
+    /// Test hosts the lab made: network namespaces joined by a veth pair (192.168.77.1 and .2), each with a relay from
+    /// its own 127.0.0.1:8080 to the simulator's unix socket, so all traffic stays inside the lab.
+    var namespaces: [String] = []
+    var relays: [Process] = []
+    var simulatorSocket: RunningSimulator?
+
+    static let simulatorPort = 8080
+
+    func makeTestHosts(_ count: Int) async throws -> [String] {
+        let socket = lab.root + "/sim.sock"
+        simulatorSocket = try await lab.server.start(unixSocket: socket)
+        let names = (1...count).map { "ds\(id)\($0)" }
+        for name in names {
+            try await ip("netns", "add", name)
+            namespaces.append(name)
+        }
+        try await ip("link", "add", "v\(id)1", "type", "veth", "peer", "name", "v\(id)2")
+        for (index, name) in names.enumerated() {
+            let link = "v\(id)\(index + 1)"
+            try await ip("link", "set", link, "netns", name)
+            try await ip("-n", name, "addr", "add", "192.168.77.\(index + 1)/24", "dev", link)
+            try await ip("-n", name, "link", "set", link, "up")
+            try await ip("-n", name, "link", "set", "lo", "up")
+            let relay = Process()
+            relay.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            relay.arguments = [
+                "--net=/var/run/netns/\(name)", "socat",
+                "TCP-LISTEN:\(Self.simulatorPort),bind=127.0.0.1,reuseaddr,fork", "UNIX-CONNECT:\(socket)",
+            ]
+            relay.standardOutput = FileHandle.nullDevice
+            relay.standardError = FileHandle.nullDevice
+            try relay.run()
+            relays.append(relay)
+        }
+        return names
+    }
+
+    func ip(_ arguments: String...) async throws {
+        let result = try await runCommand("ip", arguments)
+        guard result.status == 0 else { throw LabError("ip \(arguments.joined(separator: " ")) failed: \(result)") }
+    }
+
+    /// A droplet whose dockerd runs in network namespace `namespace`, with a private mount namespace (its own
+    /// /run/docker) and its own host name.
+    func startDroplet(_ droplet: Int, namespace: String) async throws -> Engine {
+        try await startDroplet(
+            droplet,
+            launcher: [
+                "/usr/bin/nsenter", "--net=/var/run/netns/\(namespace)", "/usr/bin/unshare", "-m", "-u", "--propagation",
+                "private", "/bin/sh", "-c",
+                "hostname droplet-\(droplet) && mkdir -p /run/docker && mount -t tmpfs tmpfs /run/docker && exec \"$@\"", "sh",
+            ])
+    }
+
+    /// Plugin settings for a droplet in a test host: the simulator through the host's relay.
+    func configureAndEnableInTestHost(_ engine: Engine, droplet: Int, extra: [String] = []) async throws {
+        let api = "http://127.0.0.1:\(Self.simulatorPort)"
+        try await engine.must(
+            ["plugin", "set", pluginName, "ACCESS_TOKEN=\(Lab.token)", "DO_API_URL=\(api)",
+             "DO_METADATA_URL=\(api)/droplets/\(droplet)/metadata/v1", "DEVICE_DIR=\(deviceDirectory(droplet))",
+             "LOG_LEVEL=debug"] + extra)
+        try await engine.must("plugin", "enable", pluginName)
+    }
+
     func close() async {
         for engine in engines {
             // Containers first, then the plugin, so the plugin unmounts and releases its volumes.
@@ -231,6 +297,12 @@ final class EngineLab: @unchecked Sendable {
             if !ids.isEmpty { _ = try? await engine.docker(["rm", "-f"] + ids) }
             await engine.stop()
         }
+        for relay in relays where relay.isRunning {
+            kill(relay.processIdentifier, SIGKILL)
+            relay.waitUntilExit()
+        }
+        for name in namespaces { _ = try? await runCommand("ip", ["netns", "delete", name]) }
+        await simulatorSocket?.stop()
         try? FileManager.default.removeItem(atPath: "/dev/do-sim-\(id)")
     }
 }

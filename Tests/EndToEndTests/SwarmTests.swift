@@ -1,0 +1,109 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import Testing
+
+/// A real two-node swarm: two dockerd, each in a network namespace of the lab's own, joined over a veth pair.
+@Suite(.serialized, .enabled(if: EngineE2E.available, "needs root, udev, dockerd and plugin/build; CI sets DO_STORAGE_E2E=1"))
+struct SwarmTests {
+    /// Two droplets in one swarm, the plugin enabled on both.
+    func withSwarm(_ body: (EngineLab, Engine, Engine) async throws -> Void) async throws {
+        try await EngineLab.withLab { lab in
+            let hosts = try await lab.makeTestHosts(2)
+            let manager = try await lab.startDroplet(1001, namespace: hosts[0])
+            let worker = try await lab.startDroplet(1002, namespace: hosts[1])
+            try await lab.configureAndEnableInTestHost(manager, droplet: 1001)
+            try await lab.configureAndEnableInTestHost(worker, droplet: 1002)
+            try await manager.must("swarm", "init", "--advertise-addr", "192.168.77.1")
+            let token = try await manager.must("swarm", "join-token", "-q", "worker")
+            try await worker.must("swarm", "join", "--token", token, "--advertise-addr", "192.168.77.2", "192.168.77.1:2377")
+            try await waitFor("both nodes to be ready", timeout: .seconds(60)) {
+                let nodes = try await manager.must("node", "ls", "--format", "{{.Status}}")
+                return nodes.split(separator: "\n").filter { $0 == "Ready" }.count == 2
+            }
+            try await body(lab, manager, worker)
+        }
+    }
+
+    /// The hostname of the node running the service's task, once it runs.
+    func runningNode(_ manager: Engine, service: String) async throws -> String {
+        var node = ""
+        try await waitFor("the task of \(service) to run", timeout: .seconds(90)) {
+            let tasks = try await manager.must(
+                "service", "ps", service, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}")
+            guard let line = tasks.split(separator: "\n").first, line.contains("Running") else { return false }
+            node = String(line.split(separator: " ")[0])
+            return true
+        }
+        return node
+    }
+
+    func engine(_ node: String, _ manager: Engine, _ worker: Engine) -> Engine {
+        node == "droplet-1001" ? manager : worker
+    }
+
+    /// The service container's /data/log on a node (trimmed).
+    func dataLog(_ engine: Engine, service: String) async throws -> String {
+        let id = try await engine.must("ps", "-q", "--filter", "label=com.docker.swarm.service.name=\(service)")
+        guard !id.isEmpty else { return "" }
+        return (try? await engine.must("exec", id, "cat", "/data/log")) ?? ""
+    }
+
+    @Test func drainingTheNodeMovesTheServiceWithItsData() async throws {
+        try await withSwarm { lab, manager, worker in
+            try await lab.lab.createVolume("pgdata")
+            try await manager.must(
+                "service", "create", "--name", "db", "--replicas", "1", "--no-resolve-image",
+                "--env", "NODE={{.Node.Hostname}}",
+                "--mount", "type=volume,source=pgdata,destination=/data,volume-driver=\(lab.pluginName)",
+                "bb:latest", "sh", "-c", "echo $NODE >> /data/log; sleep 100000")
+            let first = try await runningNode(manager, service: "db")
+            let firstEngine = engine(first, manager, worker)
+            try await waitFor("the first task to write") { try await dataLog(firstEngine, service: "db") == first }
+
+            let nodeID = try await manager.must("node", "ls", "--filter", "name=\(first)", "--format", "{{.ID}}")
+            try await manager.must("node", "update", "--availability", "drain", nodeID)
+            let second = try await runningNode(manager, service: "db")
+            #expect(second != first)
+            let secondEngine = engine(second, manager, worker)
+            try await waitFor("the moved task to append") {
+                try await dataLog(secondEngine, service: "db") == "\(first)\n\(second)"
+            }
+            let log = await lab.lab.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
+            let firstID = first == "droplet-1001" ? 1001 : 1002
+            let secondID = firstID == 1001 ? 1002 : 1001
+            #expect(log == ["attach@\(firstID)", "detach@\(firstID)", "attach@\(secondID)"], "never two attachments")
+            // The detach was the old node's own release after its container stopped, not a takeover.
+            #expect(firstEngine.log.contains("Volume detached"))
+            #expect(!secondEngine.log.contains("Taking the volume"))
+            try await manager.must("service", "rm", "db")
+        }
+    }
+
+    @Test func theComposeFileWorksWithStackDeploy() async throws {
+        try await withSwarm { lab, manager, worker in
+            try await lab.lab.createVolume("pgdata")
+            let file = EngineE2E.repositoryRoot + "/docker-compose.yml"
+            let deploy = try await runCommand(
+                "docker", ["-H", "unix://" + manager.socket, "stack", "deploy", "--resolve-image", "never", "-c", file, "app"],
+                environment: [
+                    "APP_IMAGE": "bb:latest", "DO_STORAGE_DRIVER": lab.pluginName,
+                    "APP_COMMAND": "sh -c 'echo stacked >> /var/lib/postgresql/data/log; sleep 100000'",
+                    "DOCKER_CONFIG": manager.dataRoot + "/client",
+                ])
+            #expect(deploy.status == 0, "\(deploy)")
+            let node = try await runningNode(manager, service: "app_db")
+            let engine = engine(node, manager, worker)
+            try await waitFor("the stack's task to write") {
+                let id = try await engine.must("ps", "-q", "--filter", "label=com.docker.swarm.service.name=app_db")
+                guard !id.isEmpty else { return false }
+                let content = try? await engine.must("exec", id, "cat", "/var/lib/postgresql/data/log")
+                return content == "stacked"
+            }
+            // The volume is the DigitalOcean volume named in the file, not app_pgdata.
+            #expect(try await engine.must("volume", "inspect", "pgdata", "--format", "{{.Driver}}") == lab.pluginName)
+            #expect(await lab.lab.attachments("pgdata") == [node == "droplet-1001" ? 1001 : 1002])
+            try await manager.must("stack", "rm", "app")
+        }
+    }
+}
