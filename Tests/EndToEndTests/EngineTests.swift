@@ -6,6 +6,18 @@ import Testing
 /// The managed plugin in real dockerd engines (one per simulated droplet), driven with the docker CLI.
 @Suite(.serialized, .enabled(if: EngineE2E.available, "needs root, udev, dockerd and plugin/build; CI sets DO_STORAGE_E2E=1"))
 struct EngineTests {
+    /// Droplets 1001 and 1002 with the plugin enabled, and the formatted volume "pgdata".
+    func withTwoDroplets(_ body: (EngineLab, Engine, Engine) async throws -> Void) async throws {
+        try await EngineLab.withLab { lab in
+            try await lab.lab.createVolume("pgdata")
+            let one = try await lab.startDroplet(1001)
+            let two = try await lab.startDroplet(1002)
+            try await lab.configureAndEnable(one, droplet: 1001)
+            try await lab.configureAndEnable(two, droplet: 1002)
+            try await body(lab, one, two)
+        }
+    }
+
     @Test func installFlowAndTheMissingTokenMessage() async throws {
         try await EngineLab.withLab { lab in
             try await lab.lab.createVolume("pgdata")
@@ -34,12 +46,7 @@ struct EngineTests {
     }
 
     @Test func theOldReadmeStoryAcrossTwoDroplets() async throws {
-        try await EngineLab.withLab { lab in
-            try await lab.lab.createVolume("pgdata")
-            let one = try await lab.startDroplet(1001)
-            let two = try await lab.startDroplet(1002)
-            try await lab.configureAndEnable(one, droplet: 1001)
-            try await lab.configureAndEnable(two, droplet: 1002)
+        try await withTwoDroplets { lab, one, two in
             try await one.must("volume", "create", "--driver", lab.pluginName, "pgdata")
             try await one.must(
                 "run", "--name", "writer", "--network", "none", "-v", "pgdata:/data", "bb", "sh", "-c",
@@ -143,12 +150,7 @@ struct EngineTests {
     }
 
     @Test func theComposeFileWorksWithDockerCompose() async throws {
-        try await EngineLab.withLab { lab in
-            try await lab.lab.createVolume("pgdata")
-            let one = try await lab.startDroplet(1001)
-            let two = try await lab.startDroplet(1002)
-            try await lab.configureAndEnable(one, droplet: 1001)
-            try await lab.configureAndEnable(two, droplet: 1002)
+        try await withTwoDroplets { lab, one, two in
             let file = EngineE2E.repositoryRoot + "/docker-compose.yml"
             func compose(_ engine: Engine, _ arguments: String...) async throws -> CommandResult {
                 try await runCommand(
