@@ -16,12 +16,13 @@ public actor DeferredDriver: VolumeDriver {
 
     /// The built driver, waiting for it when needed.
     public func driver() async throws -> any VolumeDriver {
+        // Captured before the await: the actor re-enters there, and another failed call may already have started
+        // the next build.
+        let current = task
         do {
-            return try await task.value
+            return try await current.value
         } catch {
-            let failed = task
-            // Try again on the next call, unless a concurrent call already did.
-            if failed == task { task = Task { [build] in try await build() } }
+            if current == task { task = Task { [build] in try await build() } }
             throw error
         }
     }
