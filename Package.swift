@@ -162,7 +162,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "DOSimulator", "DigitalOcean", "CurlTransport", "do-storage",
+                "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "do-storage",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -161,7 +161,7 @@ struct Bench: AsyncParsableCommand {
             startups.append((ContinuousClock.now - started).milliseconds)
             // Idle: the background start-up (metadata, state, udev) is done and nothing is asked of it.
             try await Task.sleep(for: .seconds(1))
-            let rollup = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/smaps_rollup", encoding: .utf8)) ?? ""
+            let rollup = (try? ProcFile.read("/proc/\(process.processIdentifier)/smaps_rollup")) ?? ""
             func megabytes(_ field: String) -> Double? {
                 guard let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
                     let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "")

@@ -1,6 +1,8 @@
 import DOSimulator
 import DigitalOcean
 import Foundation
+import HostDevices
+import VolumeService
 import Logging
 import Subprocess
 import Testing
@@ -10,17 +12,22 @@ import Testing
 enum E2E {
     static var required: Bool { ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1" }
     static var isRoot: Bool { geteuid() == 0 }
-    /// udevd answers on its control socket (a stopped one leaves the socket file behind).
-    static var udevRunning: Bool {
-        let ping = Process()
-        ping.executableURL = URL(fileURLWithPath: "/usr/bin/udevadm")
-        ping.arguments = ["control", "--ping"]
-        ping.standardOutput = FileHandle.nullDevice
-        ping.standardError = FileHandle.nullDevice
-        guard (try? ping.run()) != nil else { return false }
-        ping.waitUntilExit()
-        return ping.terminationStatus == 0
-    }
+    /// udevd answers on its control socket (a stopped one leaves the socket file behind). Asked once per run, with a
+    /// few tries: a ping can fail while udevd is busy with the other suites' devices.
+    static let udevRunning: Bool = {
+        for attempt in 0..<5 {
+            if attempt > 0 { usleep(200_000) }
+            let ping = Process()
+            ping.executableURL = URL(fileURLWithPath: "/usr/bin/udevadm")
+            ping.arguments = ["control", "--ping"]
+            ping.standardOutput = FileHandle.nullDevice
+            ping.standardError = FileHandle.nullDevice
+            guard (try? ping.run()) != nil else { continue }
+            ping.waitUntilExit()
+            if ping.terminationStatus == 0 { return true }
+        }
+        return false
+    }()
     static var available: Bool { required || (isRoot && udevRunning) }
 
     static func checkPrerequisites() throws {
@@ -116,13 +123,9 @@ final class Lab: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: root)
     }
 
-    static func mountinfo() -> [(mountpoint: String, source: String)] {
-        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count > 9, let dash = fields.firstIndex(of: "-") else { return nil }
-            return (String(fields[4]), String(fields[dash + 2]))
-        }
+    /// This process's mounts, read to the end (a /proc file).
+    static func mountinfo() -> [MountEntry] {
+        MountInfo.parse((try? ProcFile.read("/proc/self/mountinfo")) ?? "")
     }
 
     static func isMounted(_ path: String) -> Bool { mountinfo().contains { $0.mountpoint == path } }
