@@ -89,25 +89,21 @@ public struct DOError: Error, CustomStringConvertible, Sendable {
 
     /// DigitalOcean answers 422 "This volume is already attached ..." to a repeated attach.
     public var isAlreadyAttached: Bool {
-        status == 422 && message.localizedLowercase.contains("already attached")
+        status == 422 && message.lowercased().contains("already attached")
     }
 
     /// 422 "Droplet already has a pending event.": another action on the droplet is still running.
     public var isPendingEvent: Bool {
-        status == 422 && message.localizedLowercase.contains("pending event")
+        status == 422 && message.lowercased().contains("pending event")
     }
 
     /// 422/404 "Attachment not found": detaching a volume that is not attached there.
     public var isAttachmentNotFound: Bool {
-        (status == 422 || status == 404) && message.localizedLowercase.contains("attachment not found")
+        (status == 422 || status == 404) && message.lowercased().contains("attachment not found")
     }
 
     /// 422 "cannot attach more volumes to the Droplet".
     public var isDropletVolumeLimit: Bool {
-        status == 422 && message.localizedLowercase.contains("cannot attach more volumes")
+        status == 422 && message.lowercased().contains("cannot attach more volumes")
     }
-}
-
-extension String {
-    fileprivate var localizedLowercase: String { lowercased() }
 }
