@@ -92,7 +92,9 @@ public actor LoopDeviceBackend: SimDeviceBackend {
         loops[volumeID] = loop
         let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
         try? FileManager.default.removeItem(atPath: link)
-        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: loop)
+        // Relative, as udev makes them in /dev/disk/by-id: ../../loop3.
+        let node = loop.split(separator: "/").last.map(String.init) ?? loop
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "../../" + node)
         Self.announce(loop)
     }
 

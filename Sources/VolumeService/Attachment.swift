@@ -272,7 +272,8 @@ extension VolumeService {
             .deviceTimeout,
             "volume \(name) is attached to this droplet but its device did not appear within "
                 + "\(Int(configuration.deviceTimeout.seconds))s in \(configuration.deviceDirectory); check that udev "
-                + "is running and that the plugin sees the host's /dev")
+                + "is running and that DEVICE_DIR shows the host's /dev/disk/by-id (the managed plugin's devices "
+                + "mount)")
     }
 
     func deviceLink(_ doName: String) -> String {

@@ -187,12 +187,14 @@ final class EngineLab: @unchecked Sendable {
         tar.waitUntilExit()
     }
 
-    /// The folder under the host's /dev where droplet `id`'s volume links appear: the plugin sees the host's /dev.
-    func deviceDirectory(_ droplet: Int) -> String { "/dev/do-sim-\(id)/droplet-\(droplet)" }
+    /// The host folder that stands for droplet `droplet`'s /dev/disk: the simulator makes volume links in its by-id,
+    /// and `docker plugin set <plugin> devices.source=<it>` shows it to that droplet's plugin as /host/disk, so the
+    /// plugin runs with its default DEVICE_DIR (/host/disk/by-id).
+    func diskDirectory(_ droplet: Int) -> String { "\(lab.root)/droplet-\(droplet)/disk" }
 
     /// Adds a droplet to the simulator and starts its dockerd with the plugin installed (not yet configured).
     func startDroplet(_ droplet: Int, launcher: [String] = []) async throws -> Engine {
-        try await lab.world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory(droplet))
+        try await lab.world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: diskDirectory(droplet) + "/by-id")
         let engine = try Engine(
             name: "droplet-\(droplet)", dataRoot: "\(lab.root)/engine-\(droplet)", execRoot: "/run/dx\(id)\(engines.count)",
             launcher: launcher)
@@ -207,7 +209,7 @@ final class EngineLab: @unchecked Sendable {
     func configureAndEnable(_ engine: Engine, droplet: Int, token: String? = Lab.token, extra: [String] = []) async throws {
         var settings = [
             "DO_API_URL=\(lab.running.apiURL)", "DO_METADATA_URL=\(lab.running.metadataURL(droplet: droplet))",
-            "DEVICE_DIR=\(deviceDirectory(droplet))", "LOG_LEVEL=debug",
+            "devices.source=\(diskDirectory(droplet))", "LOG_LEVEL=debug",
         ]
         if let token { settings.append("ACCESS_TOKEN=\(token)") }
         try await engine.must(["plugin", "set", pluginName] + settings + extra)
@@ -285,7 +287,7 @@ final class EngineLab: @unchecked Sendable {
         let api = "http://127.0.0.1:\(Self.simulatorPort)"
         try await engine.must(
             ["plugin", "set", pluginName, "ACCESS_TOKEN=\(Lab.token)", "DO_API_URL=\(api)",
-             "DO_METADATA_URL=\(api)/droplets/\(droplet)/metadata/v1", "DEVICE_DIR=\(deviceDirectory(droplet))",
+             "DO_METADATA_URL=\(api)/droplets/\(droplet)/metadata/v1", "devices.source=\(diskDirectory(droplet))",
              "LOG_LEVEL=debug"] + extra)
         try await engine.must("plugin", "enable", pluginName)
     }
@@ -303,6 +305,5 @@ final class EngineLab: @unchecked Sendable {
         }
         for name in namespaces { _ = try? await runCommand("ip", ["netns", "delete", name]) }
         await simulatorSocket?.stop()
-        try? FileManager.default.removeItem(atPath: "/dev/do-sim-\(id)")
     }
 }

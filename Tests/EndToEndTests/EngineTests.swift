@@ -26,6 +26,12 @@ struct EngineTests {
             try await lab.configureAndEnable(engine, droplet: 1001, token: nil)
             let listed = try await engine.must("plugin", "ls", "--filter", "capability=volumedriver", "--format", "{{.Name}} {{.Enabled}}")
             #expect(listed == "\(lab.pluginName) true")
+            // The devices mount was set to this droplet's folder, and the endpoints to the simulator's.
+            let mounts = try await engine.must(
+                "plugin", "inspect", "--format", "{{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}", lab.pluginName)
+            #expect(mounts.split(separator: " ").contains("devices=\(lab.diskDirectory(1001))"), "\(mounts)")
+            let env = try await engine.must("plugin", "inspect", "--format", "{{json .Settings.Env}}", lab.pluginName)
+            #expect(env.contains("DO_API_URL=\(lab.lab.running.apiURL)") && env.contains("DO_METADATA_URL="), "\(env)")
             let create = try await engine.docker("volume", "create", "--driver", lab.pluginName, "pgdata")
             #expect(create.status != 0)
             #expect(create.error.contains("docker plugin set <plugin> ACCESS_TOKEN=<token>"), "\(create)")

@@ -29,6 +29,38 @@ import VolumeService
     }
 }
 
+@Suite struct BlockDeviceTests {
+    /// The name of a block device node in /dev (loop devices exist on any Linux machine that runs these tests).
+    func someBlockDevice() throws -> String {
+        let names = try FileManager.default.contentsOfDirectory(atPath: "/dev").sorted()
+        let name = names.first { name in
+            var info = stat()
+            return stat("/dev/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
+        }
+        return try #require(name, "no block device in /dev")
+    }
+
+    @Test func udevsRelativeLinksResolveInDevWhereverTheFolderIsSeen() throws {
+        let device = try someBlockDevice()
+        // The host's /dev/disk as the managed plugin sees it: mounted at another path.
+        let root = "/tmp/do-storage-links-\(UUID().uuidString.prefix(8))"
+        let byID = root + "/host/disk/by-id"
+        try FileManager.default.createDirectory(atPath: byID, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createSymbolicLink(atPath: byID + "/relative", withDestinationPath: "../../" + device)
+        try FileManager.default.createSymbolicLink(atPath: byID + "/absolute", withDestinationPath: "/dev/" + device)
+        try FileManager.default.createSymbolicLink(atPath: byID + "/gone", withDestinationPath: "../../no-such-device")
+        try FileManager.default.createSymbolicLink(atPath: byID + "/file", withDestinationPath: "/dev/null")
+
+        #expect(BlockDevice.resolve(byID + "/relative") == "/dev/" + device)
+        #expect(BlockDevice.resolve(byID + "/absolute") == "/dev/" + device)
+        #expect(BlockDevice.resolve(byID + "/gone") == nil)
+        #expect(BlockDevice.resolve(byID + "/file") == nil, "a character device is no volume")
+        #expect(BlockDevice.resolve(byID + "/missing") == nil)
+        #expect(BlockDevice.resolve("/dev/" + device) == "/dev/" + device)
+    }
+}
+
 /// mount(2) and umount2(2) for real: root only.
 @Suite(.enabled(if: geteuid() == 0 || ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1", "needs root"))
 struct LinuxFilesystemTests {
