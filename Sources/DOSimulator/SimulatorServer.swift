@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 
 /// A fault the next matching requests meet instead of their answer.
 public enum FaultKind: Sendable, Equatable {
@@ -100,16 +101,17 @@ public final class SimulatorServer: Sendable {
                 continuation.finish()
             },
             logger: logger)
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
         let task = Task {
             defer { continuation.finish() }  // A server that cannot start ends the wait below.
-            try await app.runService(gracefulShutdownSignals: [])
+            try await group.run()
         }
         var iterator = ports.makeAsyncIterator()
         guard let bound = await iterator.next(), bound != 0 else {
             task.cancel()
             throw SimDeviceError(message: "the simulator could not listen on \(address)")
         }
-        return RunningSimulator(host: host, port: max(bound, 0), task: task)
+        return RunningSimulator(host: host, port: max(bound, 0), task: task, group: group)
     }
 
     func addRoutes(to router: Router<BasicRequestContext>) {
@@ -366,6 +368,7 @@ public struct RunningSimulator: Sendable {
     public let host: String
     public let port: Int
     let task: Task<Void, any Error>
+    let group: ServiceGroup
 
     /// `http://127.0.0.1:<port>`: the `DO_API_URL` to give the plugin.
     public var apiURL: String { "http://\(host):\(port)" }
@@ -373,9 +376,16 @@ public struct RunningSimulator: Sendable {
     /// The `DO_METADATA_URL` for one droplet.
     public func metadataURL(droplet: Int) -> String { "\(apiURL)/droplets/\(droplet)/metadata/v1" }
 
+    /// Stops accepting, lets answers in progress finish (an injected slow answer is cut off after 2 s), and waits.
     public func stop() async {
-        task.cancel()
+        await group.triggerGracefulShutdown()
+        let task = self.task
+        let deadline = Task {
+            try await Task.sleep(for: .seconds(2))
+            task.cancel()
+        }
         _ = await task.result
+        deadline.cancel()
     }
 }
 
