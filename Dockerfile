@@ -9,7 +9,7 @@ ARG SWIFT_IMAGE=swift:6.3-bookworm
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libcurl4-openssl-dev libudev-dev pkgconf util-linux binutils ca-certificates \
+        libcurl4-openssl-dev libudev-dev libblkid-dev pkgconf binutils ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift config.json ./

@@ -33,6 +33,9 @@ let package = Package(
         .systemLibrary(
             name: "CUdev", pkgConfig: "libudev",
             providers: [.apt(["libudev-dev"])]),
+        .systemLibrary(
+            name: "CBlkid", pkgConfig: "blkid",
+            providers: [.apt(["libblkid-dev"])]),
 
         // DigitalOcean API: models, errors, the client over an HTTP-transport seam, the metadata client.
         .target(
@@ -55,10 +58,9 @@ let package = Package(
         .target(
             name: "HostDevices",
             dependencies: [
-                "CUdev", "VolumeService",
+                "CUdev", "CBlkid", "VolumeService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Subprocess", package: "swift-subprocess"),
             ],
             swiftSettings: swiftSettings),
         // The orchestration: mount/unmount/create/remove, persisted state, the seam protocols.

@@ -1,12 +1,12 @@
+import CBlkid
 import FoundationEssentials
 import Glibc
 import Logging
 import NIOPosix
-import Subprocess
 import VolumeService
 
-/// `HostFilesystem` on Linux: blkid to probe, mount(2) and umount2(2) to mount, `/proc/self/mountinfo` to query.
-/// Blocking system calls run on `NIOThreadPool.singleton`, never on Swift's cooperative pool.
+/// `HostFilesystem` on Linux: libblkid to probe, mount(2) and umount2(2) to mount, `/proc/self/mountinfo` to query.
+/// Blocking calls run on `NIOThreadPool.singleton`, never on Swift's cooperative pool.
 public struct LinuxFilesystem: HostFilesystem {
     private let logger: Logger
 
@@ -15,26 +15,9 @@ public struct LinuxFilesystem: HostFilesystem {
     }
 
     public func filesystemType(device: String) async throws -> String? {
-        // -p probes the superblocks directly (no cache); exit status 2 means nothing was found.
-        let result = try await Subprocess.run(
-            .name("blkid"), arguments: ["-p", "-o", "export", device],
-            output: .string(limit: 16 * 1024), error: .string(limit: 16 * 1024))
-        let output = result.standardOutput
-        switch result.terminationStatus {
-        case .exited(0):
-            let fields = Self.parseExport(output)
-            if let type = fields["TYPE"] { return type }
-            if let table = fields["PTTYPE"] {
-                throw DeviceError(
-                    message: "\(device) holds a \(table) partition table, not a filesystem; this driver mounts "
-                        + "whole-device ext4 or xfs volumes")
-            }
-            return nil
-        case .exited(2):
-            return nil
-        default:
-            let detail = result.standardError.trimmedWhitespace
-            throw DeviceError(message: "blkid \(device) failed (\(result.terminationStatus)): \(detail)")
+        try await NIOThreadPool.singleton.runIfActive {
+            let probe = try BlockProbe(device: device)
+            return try probe.filesystemType()
         }
     }
 
@@ -77,14 +60,57 @@ public struct LinuxFilesystem: HostFilesystem {
         }
         logger.debug("Unmounted", metadata: ["mountpoint": "\(path)", "layers": "\(layers)"])
     }
+}
 
-    static func parseExport(_ text: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        for line in text.split(separator: "\n") {
-            guard let equals = line.firstIndex(of: "=") else { continue }
-            fields[String(line[..<equals])] = String(line[line.index(after: equals)...])
+/// One libblkid low-level probe of a device's superblocks and partition table: what `blkid -p` does, in process.
+/// Owns the probe, which holds the device open until it is released.
+final class BlockProbe {
+    private let probe: blkid_probe
+    let device: String
+
+    init(device: String) throws {
+        guard let probe = blkid_new_probe_from_filename(device) else {
+            throw DeviceError(message: "cannot open \(device) to probe it: \(String(cString: strerror(errno)))")
         }
-        return fields
+        self.probe = probe
+        self.device = device
+        blkid_probe_enable_superblocks(probe, 1)
+        blkid_probe_set_superblocks_flags(probe, Int32(BLKID_SUBLKS_TYPE))
+        blkid_probe_enable_partitions(probe, 1)
+        blkid_probe_set_partitions_flags(probe, Int32(BLKID_PARTS_MAGIC))
+    }
+
+    deinit {
+        blkid_free_probe(probe)
+    }
+
+    /// The filesystem on the device, nil when it holds none. Refuses a partition table and a device with more than
+    /// one signature: mounting either could hide or damage data. Blocking: call off the cooperative pool.
+    func filesystemType() throws -> String? {
+        switch blkid_do_safeprobe(probe) {
+        case 0:
+            if let type = value("TYPE") { return type }
+            if let table = value("PTTYPE") {
+                throw DeviceError(
+                    message: "\(device) holds a \(table) partition table, not a filesystem; this driver mounts "
+                        + "whole-device ext4 or xfs volumes")
+            }
+            return nil
+        case 1:
+            return nil
+        case -2:
+            throw DeviceError(
+                message: "\(device) carries more than one filesystem signature; it is not mounted, so nothing is "
+                    + "damaged: inspect it with wipefs \(device) from the droplet")
+        default:
+            throw DeviceError(message: "probing \(device) failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func value(_ name: String) -> String? {
+        var data: UnsafePointer<CChar>?
+        guard blkid_probe_lookup_value(probe, name, &data, nil) == 0, let data else { return nil }
+        return String(cString: data)
     }
 }
 

@@ -45,7 +45,7 @@ public struct MountEntry: Sendable, Equatable {
 }
 
 /// Queries and commands on the host's filesystems, so every caller can check before it acts.
-/// The production implementation uses blkid and mount(2); every call is made off Swift's cooperative pool.
+/// The production implementation uses libblkid and mount(2); every call is made off Swift's cooperative pool.
 public protocol HostFilesystem: Sendable {
     /// The filesystem on the device (`ext4`, `xfs`, …), or nil when the device holds none.
     func filesystemType(device: String) async throws -> String?

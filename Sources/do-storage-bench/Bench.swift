@@ -11,7 +11,7 @@ import VolumeService
 /// Prints the plugin's figures against the simulator with a fixed action latency: overhead per cold Mount beyond
 /// the simulated latency and device appearance, DigitalOcean calls per cold Mount, and DigitalOcean calls made by
 /// Get/List/Path. The production client (libcurl over loopback HTTP) and orchestration are measured; with
-/// `--devices loop` (root) also real loop devices, udev, blkid and mount(2).
+/// `--devices loop` (root) also real loop devices, udev, libblkid and mount(2).
 @main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

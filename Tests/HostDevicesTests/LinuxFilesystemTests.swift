@@ -83,25 +83,62 @@ struct LinuxFilesystemTests {
         #expect(error?.message.contains("umount(2) failed") == true)
     }
 
-    @Test func blankAndFormattedDevicesAreTold() async throws {
+    /// A sparse image file of `megabytes`, formatted with `mkfs` arguments when given.
+    func image(_ path: String, megabytes: UInt64, mkfs: [String]? = nil) throws {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: megabytes << 20)
+        try handle.close()
+        guard let mkfs else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/" + mkfs[0])
+        process.arguments = Array(mkfs.dropFirst()) + [path]
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "\(mkfs[0]) failed")
+    }
+
+    /// Writes `bytes` into `path` at `offset`.
+    func write(_ bytes: [UInt8], to path: String, at offset: UInt64) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: offset)
+        try handle.write(contentsOf: Data(bytes))
+        try handle.close()
+    }
+
+    @Test func probingTellsBlankFormattedAndSuspiciousDevicesApart() async throws {
         let root = "/tmp/do-storage-blkid-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let blank = root + "/blank.img"
-        let formatted = root + "/ext4.img"
-        for file in [blank, formatted] {
-            FileManager.default.createFile(atPath: file, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
-            try handle.truncate(atOffset: 16 << 20)
-            try handle.close()
-        }
-        let mkfs = Process()
-        mkfs.executableURL = URL(fileURLWithPath: "/usr/sbin/mkfs.ext4")
-        mkfs.arguments = ["-q", "-F", formatted]
-        try mkfs.run()
-        mkfs.waitUntilExit()
+        try image(root + "/blank.img", megabytes: 16)
+        try image(root + "/ext4.img", megabytes: 16, mkfs: ["mkfs.ext4", "-q", "-F"])
+        try image(root + "/xfs.img", megabytes: 320, mkfs: ["mkfs.xfs", "-q", "-f"])
+        // A DOS partition table: the boot signature at 510.
+        try image(root + "/partitioned.img", megabytes: 16)
+        try write([0x55, 0xAA], to: root + "/partitioned.img", at: 510)
+        // Two signatures: xfs's superblock at 0 and ext4's at 1024.
+        try image(root + "/both.img", megabytes: 320, mkfs: ["mkfs.xfs", "-q", "-f"])
+        let ext4 = try FileHandle(forReadingFrom: URL(fileURLWithPath: root + "/ext4.img"))
+        try ext4.seek(toOffset: 1024)
+        let superblock = try #require(try ext4.read(upToCount: 1024))
+        try ext4.close()
+        try write(Array(superblock), to: root + "/both.img", at: 1024)
+
         let filesystem = LinuxFilesystem(logger: Logger(label: "test"))
-        #expect(try await filesystem.filesystemType(device: blank) == nil)
-        #expect(try await filesystem.filesystemType(device: formatted) == "ext4")
+        #expect(try await filesystem.filesystemType(device: root + "/blank.img") == nil)
+        #expect(try await filesystem.filesystemType(device: root + "/ext4.img") == "ext4")
+        #expect(try await filesystem.filesystemType(device: root + "/xfs.img") == "xfs")
+        let table = await #expect(throws: DeviceError.self) {
+            try await filesystem.filesystemType(device: root + "/partitioned.img")
+        }
+        #expect(table?.message.contains("holds a dos partition table") == true, "\(String(describing: table))")
+        let both = await #expect(throws: DeviceError.self) {
+            try await filesystem.filesystemType(device: root + "/both.img")
+        }
+        #expect(both?.message.contains("more than one filesystem signature") == true, "\(String(describing: both))")
+        let missing = await #expect(throws: DeviceError.self) {
+            try await filesystem.filesystemType(device: root + "/missing.img")
+        }
+        #expect(missing?.message.contains("cannot open") == true, "\(String(describing: missing))")
     }
 }
