@@ -192,8 +192,8 @@ final class EngineLab: @unchecked Sendable {
     /// plugin runs with its default DEVICE_DIR (/host/disk/by-id).
     func diskDirectory(_ droplet: Int) -> String { "\(lab.root)/droplet-\(droplet)/disk" }
 
-    /// Adds a droplet to the simulator and starts its dockerd with the plugin installed (not yet configured).
-    func startDroplet(_ droplet: Int, launcher: [String] = []) async throws -> Engine {
+    /// Adds a droplet to the simulator and starts its dockerd, by default with the plugin created (not yet configured).
+    func startDroplet(_ droplet: Int, launcher: [String] = [], createPlugin: Bool = true) async throws -> Engine {
         try await lab.world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: diskDirectory(droplet) + "/by-id")
         let engine = try Engine(
             name: "droplet-\(droplet)", dataRoot: "\(lab.root)/engine-\(droplet)", execRoot: "/run/dx\(id)\(engines.count)",
@@ -201,18 +201,23 @@ final class EngineLab: @unchecked Sendable {
         engines.append(engine)
         try await engine.waitUntilReady()
         try await engine.importBusybox(tarball: busyboxTarball)
-        try await engine.must("plugin", "create", pluginName, EngineE2E.pluginDirectory)
+        if createPlugin { try await engine.must("plugin", "create", pluginName, EngineE2E.pluginDirectory) }
         return engine
     }
 
-    /// `docker plugin set` of the lab's settings for this droplet, then enable.
-    func configureAndEnable(_ engine: Engine, droplet: Int, token: String? = Lab.token, extra: [String] = []) async throws {
+    /// The lab's settings for this droplet's plugin, as `docker plugin set` and `docker plugin install` take them.
+    func settings(droplet: Int, token: String? = Lab.token) -> [String] {
         var settings = [
             "DO_API_URL=\(lab.running.apiURL)", "DO_METADATA_URL=\(lab.running.metadataURL(droplet: droplet))",
             "devices.source=\(diskDirectory(droplet))", "LOG_LEVEL=debug",
         ]
         if let token { settings.append("ACCESS_TOKEN=\(token)") }
-        try await engine.must(["plugin", "set", pluginName] + settings + extra)
+        return settings
+    }
+
+    /// `docker plugin set` of the lab's settings for this droplet, then enable.
+    func configureAndEnable(_ engine: Engine, droplet: Int, token: String? = Lab.token, extra: [String] = []) async throws {
+        try await engine.must(["plugin", "set", pluginName] + settings(droplet: droplet, token: token) + extra)
         try await engine.must("plugin", "enable", pluginName)
     }
 
@@ -292,6 +297,86 @@ final class EngineLab: @unchecked Sendable {
         try await engine.must("plugin", "enable", pluginName)
     }
 
+    // MARK: A registry on loopback
+
+    var registry: Process?
+
+    /// Starts Debian's docker-registry on 127.0.0.1 (Docker speaks plain HTTP to loopback registries), storing in
+    /// the lab's folder, and returns its `host:port`.
+    func startRegistry() async throws -> String {
+        let executable = "/usr/bin/docker-registry"
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw LabError("the registry test needs Debian's docker-registry: apt-get install docker-registry")
+        }
+        let port = try Self.freeLoopbackPort()
+        let folder = lab.root + "/registry"
+        try FileManager.default.createDirectory(atPath: folder + "/data", withIntermediateDirectories: true)
+        try """
+            version: 0.1
+            log:
+              level: warn
+            storage:
+              filesystem:
+                rootdirectory: \(folder)/data
+            http:
+              addr: 127.0.0.1:\(port)
+            """.write(toFile: folder + "/config.yml", atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: folder + "/registry.log", contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/registry.log"))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["serve", folder + "/config.yml"]
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        registry = process
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !Self.acceptsOnLoopback(port) {
+            guard process.isRunning, ContinuousClock.now < deadline else {
+                let output = (try? String(contentsOfFile: folder + "/registry.log", encoding: .utf8)) ?? ""
+                throw LabError("docker-registry did not listen on 127.0.0.1:\(port):\n\(output.suffix(2000))")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return "127.0.0.1:\(port)"
+    }
+
+    static func loopbackAddress(port: UInt16) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        return address
+    }
+
+    /// A port no one listens on now, on 127.0.0.1.
+    static func freeLoopbackPort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LabError("socket(2) failed") }
+        defer { Glibc.close(fd) }
+        var address = loopbackAddress(port: 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else { throw LabError("cannot bind a loopback port") }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    static func acceptsOnLoopback(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        var address = loopbackAddress(port: port)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
     func close() async {
         for engine in engines {
             // Containers first, then the plugin, so the plugin unmounts and releases its volumes.
@@ -304,6 +389,10 @@ final class EngineLab: @unchecked Sendable {
             relay.waitUntilExit()
         }
         for name in namespaces { _ = try? await runCommand("ip", ["netns", "delete", name]) }
+        if let registry, registry.isRunning {
+            registry.terminate()
+            registry.waitUntilExit()
+        }
         await simulatorSocket?.stop()
     }
 }
