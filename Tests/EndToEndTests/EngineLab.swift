@@ -234,7 +234,8 @@ final class EngineLab: @unchecked Sendable {
     // MARK: Swarm: engines in network namespaces
 
     /// Test hosts the lab made: network namespaces joined by a veth pair (192.168.77.1 and .2), each with a relay from
-    /// its own 127.0.0.1:8080 to the simulator's unix socket, so all traffic stays inside the lab.
+    /// its own 127.0.0.1:8080 to the simulator's unix socket, so all traffic stays inside the lab, and one carrying
+    /// udevd's device events into it.
     var namespaces: [String] = []
     var relays: [Process] = []
     var simulatorSocket: RunningSimulator?
@@ -266,8 +267,28 @@ final class EngineLab: @unchecked Sendable {
             relay.standardError = FileHandle.nullDevice
             try relay.run()
             relays.append(relay)
+            try relayDeviceEvents(into: name)
         }
         return names
+    }
+
+    /// udevd announces devices in the initial network namespace only; on a droplet the plugin shares it. Each test
+    /// host gets udevd's messages re-sent inside it (tools/uevent-relay.py), so its plugin hears them as on a droplet.
+    func relayDeviceEvents(into namespace: String) throws {
+        let script = EngineE2E.repositoryRoot + "/Tests/EndToEndTests/tools/uevent-relay.py"
+        let pipe = Pipe()
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        receiver.arguments = ["python3", script, "receive"]
+        receiver.standardOutput = pipe
+        let sender = Process()
+        sender.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        sender.arguments = ["--net=/var/run/netns/\(namespace)", "/usr/bin/env", "python3", script, "send"]
+        sender.standardInput = pipe
+        try sender.run()
+        relays.append(sender)
+        try receiver.run()
+        relays.append(receiver)
     }
 
     func ip(_ arguments: String...) async throws {

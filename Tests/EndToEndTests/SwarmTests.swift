@@ -76,6 +76,11 @@ struct SwarmTests {
             // The detach was the old node's own release after its container stopped, not a takeover.
             #expect(firstEngine.log.contains("Volume detached"))
             #expect(!secondEngine.log.contains("Taking the volume"))
+            // Both plugins heard of their devices through udev events, not the slow re-check.
+            for engine in [firstEngine, secondEngine] {
+                #expect(engine.log.contains("udev event"), "\(engine.name)")
+                #expect(!engine.log.contains("found by re-check"), "\(engine.name)")
+            }
             try await manager.must("service", "rm", "db")
         }
     }
