@@ -410,7 +410,8 @@ public actor VolumeService: VolumeDriver {
             throw VolumeError(.mountFailed, "cannot read the filesystem of volume \(name) on \(device): \(error)")
         }
         guard let type else {
-            let link = configuration.deviceDirectory + "/" + VolumeNames.deviceLinkName(for: doName)
+            // The path on the droplet itself, where the user runs mkfs (DEVICE_DIR is where the plugin sees it).
+            let link = "/dev/disk/by-id/" + VolumeNames.deviceLinkName(for: doName)
             throw VolumeError(
                 .blankDevice,
                 "volume \(name) has no filesystem; this driver never formats a volume by itself, so nothing is lost by "
