@@ -136,15 +136,15 @@ public enum BlockDevice {
     ///
     /// udev's links are relative to the folder it made them in (`/dev/disk/by-id/scsi-0DO_Volume_x -> ../../sda`),
     /// and kernel device nodes sit directly in /dev. The managed plugin sees the host's /dev/disk mounted elsewhere,
-    /// where `../../sda` leads nowhere, so a relative link names the node in `deviceFolder` by its last component.
-    public static func resolve(_ path: String, deviceFolder: String = "/dev") -> String? {
+    /// where `../../sda` leads nowhere, so a relative link names the node in /dev by its last component.
+    public static func resolve(_ path: String) -> String? {
         var candidate = path
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = readlink(path, &buffer, buffer.count - 1)
         if length > 0 {
             let target = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if !target.hasPrefix("/"), let name = target.split(separator: "/").last {
-                candidate = deviceFolder + "/" + name
+                candidate = "/dev/" + name
             }
         }
         guard let resolved = realpath(candidate, nil) else { return nil }
