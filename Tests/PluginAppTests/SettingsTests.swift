@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PluginApp
 import Testing
@@ -19,6 +20,34 @@ import VolumeService
         #expect(settings.handoffTimeout == .seconds(30))
         #expect(settings.takeover == .never)
         #expect(settings.logLevel == .info)
+    }
+
+    /// The managed plugin's config.json declares every setting settable, and its values are the defaults, but for
+    /// DEVICE_DIR, which is the by-id folder of the settable devices mount.
+    @Test func theManagedPluginConfigDeclaresEverySettingWithItsDefault() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("config.json")
+        struct Config: Decodable {
+            struct Variable: Decodable { var name: String; var settable: [String]; var value: String }
+            struct Mount: Decodable { var name: String; var destination: String; var settable: [String]? }
+            var env: [Variable]
+            var mounts: [Mount]
+        }
+        let config = try JSONDecoder().decode(Config.self, from: Data(contentsOf: path))
+        #expect(Set(config.env.map(\.name)) == [
+            "ACCESS_TOKEN", "DO_API_URL", "DO_METADATA_URL", "DROPLET_ID", "DROPLET_REGION", "DEVICE_DIR", "MOUNT_ROOT",
+            "STATE_DIR", "SOCKET_PATH", "DETACH_ON_UNMOUNT", "HANDOFF_TIMEOUT", "TAKEOVER", "LOG_LEVEL",
+        ])
+        #expect(config.env.allSatisfy { $0.settable == ["value"] })
+
+        let devices = try #require(config.mounts.first { $0.name == "devices" })
+        #expect(devices.settable == ["source"])
+        #expect(!devices.destination.hasPrefix("/dev/"), "Docker drops plugin mounts under /dev/")
+
+        let environment = Dictionary(uniqueKeysWithValues: config.env.map { ($0.name, $0.value) })
+        var expected = try PluginSettings.fromEnvironment([:])
+        expected.deviceDirectory = devices.destination + "/by-id"
+        #expect(try PluginSettings.fromEnvironment(environment) == expected)
     }
 
     @Test func everyVariableIsRead() throws {
