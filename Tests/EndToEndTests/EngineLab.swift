@@ -206,9 +206,11 @@ final class EngineLab: @unchecked Sendable {
     }
 
     /// The lab's settings for this droplet's plugin, as `docker plugin set` and `docker plugin install` take them.
-    func settings(droplet: Int, token: String? = Lab.token) -> [String] {
+    /// - Parameter api: the simulator's URL as the droplet reaches it (default: the lab's loopback address).
+    func settings(droplet: Int, token: String? = Lab.token, api: String? = nil) -> [String] {
+        let api = api ?? lab.running.apiURL
         var settings = [
-            "DO_API_URL=\(lab.running.apiURL)", "DO_METADATA_URL=\(lab.running.metadataURL(droplet: droplet))",
+            "DO_API_URL=\(api)", "DO_METADATA_URL=\(api)/droplets/\(droplet)/metadata/v1",
             "devices.source=\(diskDirectory(droplet))", "LOG_LEVEL=debug",
         ]
         if let token { settings.append("ACCESS_TOKEN=\(token)") }
@@ -311,10 +313,7 @@ final class EngineLab: @unchecked Sendable {
     /// Plugin settings for a droplet in a test host: the simulator through the host's relay.
     func configureAndEnableInTestHost(_ engine: Engine, droplet: Int, extra: [String] = []) async throws {
         let api = "http://127.0.0.1:\(Self.simulatorPort)"
-        try await engine.must(
-            ["plugin", "set", pluginName, "ACCESS_TOKEN=\(Lab.token)", "DO_API_URL=\(api)",
-             "DO_METADATA_URL=\(api)/droplets/\(droplet)/metadata/v1", "devices.source=\(diskDirectory(droplet))",
-             "LOG_LEVEL=debug"] + extra)
+        try await engine.must(["plugin", "set", pluginName] + settings(droplet: droplet, api: api) + extra)
         try await engine.must("plugin", "enable", pluginName)
     }
 
@@ -351,13 +350,12 @@ final class EngineLab: @unchecked Sendable {
         process.standardError = log
         try process.run()
         registry = process
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !Self.acceptsOnLoopback(port) {
-            guard process.isRunning, ContinuousClock.now < deadline else {
+        try await waitFor("docker-registry to listen on 127.0.0.1:\(port)") {
+            guard process.isRunning else {
                 let output = (try? String(contentsOfFile: folder + "/registry.log", encoding: .utf8)) ?? ""
-                throw LabError("docker-registry did not listen on 127.0.0.1:\(port):\n\(output.suffix(2000))")
+                throw LabError("docker-registry exited:\n\(output.suffix(2000))")
             }
-            try await Task.sleep(for: .milliseconds(50))
+            return Self.acceptsOnLoopback(port)
         }
         return "127.0.0.1:\(port)"
     }
