@@ -15,7 +15,7 @@ WORKDIR /src
 COPY Package.swift config.json ./
 COPY Sources Sources
 COPY Tests Tests
-COPY plugin/build plugin/build
+COPY plugin/build plugin/symbol-order.txt plugin/text-layout.ld plugin/
 RUN plugin/build
 
 FROM scratch AS rootfs
