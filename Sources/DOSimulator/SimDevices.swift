@@ -29,7 +29,7 @@ public struct FileDeviceBackend: SimDeviceBackend {
     public func create(volumeID: String, name: String, sizeGigabytes: Int, filesystem: String?, label: String) async throws {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         // The first bytes say what the "device" holds, for fakes that probe it.
-        FileManager.default.createFile(atPath: backingFile(volumeID), contents: Data((filesystem ?? "").utf8))
+        try Data((filesystem ?? "").utf8).write(to: URL(fileURLWithPath: backingFile(volumeID)))
     }
 
     public func attach(volumeID: String, name: String, droplet: SimDroplet) async throws {
@@ -68,7 +68,7 @@ public actor LoopDeviceBackend: SimDeviceBackend {
     public func create(volumeID: String, name: String, sizeGigabytes: Int, filesystem: String?, label: String) async throws {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         let path = backingFile(volumeID)
-        FileManager.default.createFile(atPath: path, contents: nil)
+        try Data().write(to: URL(fileURLWithPath: path))
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.truncate(atOffset: UInt64(sizeGigabytes) << 30)
         try handle.close()

@@ -62,7 +62,7 @@ final class Engine: @unchecked Sendable {
         self.logPath = dataRoot + "/dockerd.log"
         try FileManager.default.createDirectory(atPath: dataRoot, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: execRoot, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        try Data().write(to: URL(fileURLWithPath: logPath))
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         let arguments = [
             "/usr/sbin/dockerd", "--data-root", dataRoot + "/data", "--exec-root", execRoot, "-H", "unix://" + socket,
@@ -341,7 +341,7 @@ final class EngineLab: @unchecked Sendable {
             http:
               addr: 127.0.0.1:\(port)
             """.write(toFile: folder + "/config.yml", atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: folder + "/registry.log", contents: nil)
+        try Data().write(to: URL(fileURLWithPath: folder + "/registry.log"))
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/registry.log"))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

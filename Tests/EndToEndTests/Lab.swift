@@ -155,7 +155,7 @@ final class Plugin: @unchecked Sendable {
         }
         try FileManager.default.createDirectory(
             atPath: (log as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: log, contents: nil)
+        try Data().write(to: URL(fileURLWithPath: log))
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process = Process()
         process.executableURL = Self.executable

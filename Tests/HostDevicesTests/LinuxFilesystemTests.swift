@@ -85,7 +85,7 @@ struct LinuxFilesystemTests {
 
     /// A sparse image file of `megabytes`, formatted with `mkfs` arguments when given.
     func image(_ path: String, megabytes: UInt64, mkfs: [String]? = nil) throws {
-        FileManager.default.createFile(atPath: path, contents: nil)
+        try Data().write(to: URL(fileURLWithPath: path))
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.truncate(atOffset: megabytes << 20)
         try handle.close()
