@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import NIOConcurrencyHelpers
 import NIOPosix
 
 /// What the plugin knows of one Docker volume.
@@ -44,9 +45,14 @@ public struct PersistedState: Codable, Sendable, Equatable {
 
 /// Saves the registry atomically: write a temporary file, fsync it, rename it over the old one, fsync the folder.
 /// A crash at any point leaves either the old or the new state, never a torn file. File I/O runs on a thread pool.
+///
+/// Saves are serialised and ordered: each snapshot gets a sequence number when `save` is called, writes happen one
+/// at a time, and a snapshot older than the one already on disk is not written (the newer one holds all it knew).
+/// So however callers re-enter while a write is in flight, the file ends as the last snapshot handed to `save`.
 public struct StateStore: Sendable {
     public let directory: String
     public var path: String { directory + "/state.json" }
+    private let writer = SerialWriter()
 
     public init(directory: String) {
         self.directory = directory
@@ -65,15 +71,41 @@ public struct StateStore: Sendable {
         }
     }
 
+    /// Writes `state`; returns once it, or a newer snapshot, is durably on disk.
     public func save(_ state: PersistedState) async throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
         let data = try encoder.encode(state)
+        let sequence = writer.next()
         let directory = self.directory
         let path = self.path
+        let writer = self.writer
         try await NIOThreadPool.singleton.runIfActive {
-            try Self.writeAtomically(data, to: path, directory: directory)
+            try writer.write(sequence) { try Self.writeAtomically(data, to: path, directory: directory) }
+        }
+    }
+
+    /// Hands out sequence numbers and runs one write at a time, skipping snapshots older than the one written.
+    final class SerialWriter: Sendable {
+        private let issued = NIOLockedValueBox<UInt64>(0)
+        private let written = NIOLockedValueBox<UInt64>(0)
+
+        func next() -> UInt64 {
+            issued.withLockedValue {
+                $0 += 1
+                return $0
+            }
+        }
+
+        /// Runs `body` under the write lock unless a newer snapshot is already written. Blocks: call it off the
+        /// cooperative pool.
+        func write(_ sequence: UInt64, _ body: () throws -> Void) throws {
+            try written.withLockedValue { last in
+                guard sequence > last else { return }
+                try body()
+                last = sequence
+            }
         }
     }
 
