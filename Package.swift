@@ -161,7 +161,9 @@ let package = Package(
         .testTarget(
             name: "HostDevicesTests",
             dependencies: ["HostDevices", "VolumeService", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "PluginAppTests", dependencies: ["PluginApp"]),
+        .testTarget(
+            name: "PluginAppTests",
+            dependencies: ["PluginApp", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: [

@@ -7,8 +7,9 @@ import VolumeService
 
 /// Listens to udev's block-device events on a thread of its own (the receive blocks) and fires `signal` on each.
 ///
-/// Pair it with `SignalDeviceWatcher` and `BlockDevice.resolve` to wait for `/dev/disk/by-id/...` links. Call `stop()`
-/// to end the thread; the C handles are released when the monitor is released.
+/// Pair it with `SignalDeviceWatcher` and `BlockDevice.resolve` to wait for `/dev/disk/by-id/...` links. The thread
+/// ends with `stop()` or when the monitor is released (so a plugin whose start-up fails and is retried does not
+/// gather threads); the C handles are released with the last reference.
 public final class UdevMonitor: Sendable {
     public let signal = EventSignal()
     private let monitor: MonitorHandle
@@ -33,14 +34,22 @@ public final class UdevMonitor: Sendable {
         // A thread of its own: the loop blocks in poll(2) for as long as the plugin runs.
         let thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
-        thread.submit { [monitor, signal, wakeRead, logger] _ in
+        thread.submit { [monitor, signal, wakeRead, logger] state in
+            // Released before the thread took the loop up: the pool hands it over cancelled, on another thread.
+            guard case .active = state else {
+                close(wakeRead)
+                return
+            }
             UdevMonitor.run(monitor: monitor, signal: signal, wakeFD: wakeRead, logger: logger)
         }
         self.thread = thread
     }
 
     deinit {
+        stop()
         close(wakeWrite)
+        // The loop has been told to return; the pool's thread then exits.
+        thread.shutdownGracefully { _ in }
     }
 
     /// Ends the monitor thread.
@@ -49,7 +58,11 @@ public final class UdevMonitor: Sendable {
         _ = write(wakeWrite, &byte, 1)
     }
 
+    /// The name of the monitor's thread, as `/proc/self/task/*/comm` shows it.
+    public static let threadName = "udev-monitor"
+
     private static func run(monitor: MonitorHandle, signal: EventSignal, wakeFD: Int32, logger: Logger) {
+        nameThisThread(threadName)
         var fds = [
             pollfd(fd: monitor.fileDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
@@ -74,6 +87,14 @@ public final class UdevMonitor: Sendable {
                 signal.fire()
             }
         }
+    }
+
+    /// Names the calling thread (what `ps -L` and /proc show); best effort.
+    private static func nameThisThread(_ name: String) {
+        let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = name.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
     }
 
     /// systemd's libudev disables a udev monitor when neither holds (see the README's troubleshooting).
