@@ -9,18 +9,36 @@ import Glibc
 /// `curl_easy_perform` never occupies Swift's cooperative pool.
 ///
 /// Handles are pooled and reused, so connections (and TLS sessions) to the same host are kept alive between calls.
-/// TLS peers are always verified. Requests are never redirected. Thread safe.
+/// TLS peers are always verified. Requests are never redirected. A response larger than `limits` allows is cut off
+/// and fails with `TransportError.Kind.responseTooLarge`, so no server can make the plugin's memory grow without
+/// bound. Thread safe.
 public final class CurlTransport: HTTPTransport, Sendable {
+    /// The most a response may carry.
+    public struct Limits: Sendable {
+        /// Body bytes. Default 4 MiB: a page of 200 volumes is about 200 KB.
+        public var bodyBytes: Int
+        /// Header bytes, all lines together. Default 64 KiB.
+        public var headerBytes: Int
+
+        public init(bodyBytes: Int = 4 << 20, headerBytes: Int = 64 << 10) {
+            self.bodyBytes = bodyBytes
+            self.headerBytes = headerBytes
+        }
+    }
+
     private let pool: NIOThreadPool
     private let idle = NIOLockedValueBox<[CurlEasy]>([])
     private let caInfo: String?
+    private let limits: Limits
 
     /// - Parameters:
     ///   - threads: how many requests may block at once (default 4).
     ///   - caInfo: a CA bundle file, when the system default is not where libcurl looks (a minimal rootfs).
-    public init(threads: Int = 4, caInfo: String? = nil) {
+    ///   - limits: the largest response accepted.
+    public init(threads: Int = 4, caInfo: String? = nil, limits: Limits = Limits()) {
         CurlGlobal.initialise()
         self.caInfo = caInfo
+        self.limits = limits
         self.pool = NIOThreadPool(numberOfThreads: threads)
         self.pool.start()
     }
@@ -32,8 +50,9 @@ public final class CurlTransport: HTTPTransport, Sendable {
     public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
         let easy = try idle.withLockedValue { $0.popLast() } ?? CurlEasy()
         let caInfo = self.caInfo
+        let limits = self.limits
         let result = try await pool.runIfActive { () -> Result<HTTPResponse, TransportError> in
-            easy.perform(request, caInfo: caInfo)
+            easy.perform(request, caInfo: caInfo, limits: limits)
         }
         idle.withLockedValue { handles in
             if handles.count < 8 { handles.append(easy) }
@@ -67,10 +86,12 @@ final class CurlEasy: @unchecked Sendable {
     }
 
     /// Blocks until the exchange ends. Returns a transport error rather than throwing so the caller can recycle us.
-    func perform(_ request: HTTPRequest, caInfo: String?) -> Result<HTTPResponse, TransportError> {
+    func perform(
+        _ request: HTTPRequest, caInfo: String?, limits: CurlTransport.Limits
+    ) -> Result<HTTPResponse, TransportError> {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
-        let sink = ResponseSink()
+        let sink = ResponseSink(limits: limits)
         let sinkPointer = Unmanaged.passRetained(sink)
         defer { sinkPointer.release() }
 
@@ -116,6 +137,12 @@ final class CurlEasy: @unchecked Sendable {
         }
 
         let code = curl_easy_perform(handle)
+        if let overflow = sink.overflow {
+            return .failure(
+                TransportError(
+                    kind: .responseTooLarge,
+                    message: "the response's \(overflow) exceeded \(overflow == "body" ? limits.bodyBytes : limits.headerBytes) bytes"))
+        }
         guard code == CURLE_OK else {
             return .failure(transportError(code))
         }
@@ -146,16 +173,26 @@ final class CurlEasy: @unchecked Sendable {
     }
 }
 
-/// Collects one response's headers and body while libcurl runs its callbacks.
+/// Collects one response's headers and body while libcurl runs its callbacks, up to the limits.
 private final class ResponseSink {
+    let limits: CurlTransport.Limits
     var headers: [String: String] = [:]
+    var headerBytes = 0
     var body: [UInt8] = []
+    /// "body" or "headers" once one went past its limit (the callback then stops the transfer).
+    var overflow: String?
+
+    init(limits: CurlTransport.Limits) { self.limits = limits }
 }
 
 private let curlBodyCallback: do_curl_write_callback = { pointer, size, count, userdata in
     guard let pointer, let userdata else { return 0 }
     let sink = Unmanaged<ResponseSink>.fromOpaque(userdata).takeUnretainedValue()
     let length = size * count
+    guard sink.body.count + length <= sink.limits.bodyBytes else {
+        sink.overflow = "body"
+        return 0
+    }
     pointer.withMemoryRebound(to: UInt8.self, capacity: length) { bytes in
         sink.body.append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
     }
@@ -166,12 +203,18 @@ private let curlHeaderCallback: do_curl_write_callback = { pointer, size, count,
     guard let pointer, let userdata else { return 0 }
     let sink = Unmanaged<ResponseSink>.fromOpaque(userdata).takeUnretainedValue()
     let length = size * count
+    sink.headerBytes += length
+    guard sink.headerBytes <= sink.limits.headerBytes else {
+        sink.overflow = "headers"
+        return 0
+    }
     let line = pointer.withMemoryRebound(to: UInt8.self, capacity: length) { bytes in
         String(decoding: UnsafeBufferPointer(start: bytes, count: length), as: UTF8.self)
     }
     if line.hasPrefix("HTTP/") {
         // A new status line (after 100 Continue, say): the headers so far belonged to another response.
         sink.headers = [:]
+        sink.headerBytes = length
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].lowercased()
         let value = line[line.index(after: colon)...].trimmedWhitespace

@@ -12,6 +12,10 @@ public enum FaultKind: Sendable, Equatable {
     case status(Int)
     /// Answer 429 with `Retry-After: seconds`.
     case tooManyRequests(retryAfter: Int)
+    /// Answer 429 with these headers as they are (absurd values included: `inf`, `nan`, `1e19`).
+    case tooManyRequestsWithHeaders([String: String])
+    /// Answer 200 with a body of this many bytes: valid JSON, a volume list padded with a long field.
+    case oversizedBody(bytes: Int)
     /// Start a response, then drop the connection.
     case reset
     /// Answer normally after this delay.
@@ -275,6 +279,13 @@ public final class SimulatorServer: Sendable {
             case .tooManyRequests(let seconds)?:
                 headers["retry-after"] = String(seconds)
                 reply = .error(SimError(status: 429, id: "too_many_requests", message: "API Rate limit exceeded."))
+            case .tooManyRequestsWithHeaders(let raw)?:
+                headers.merge(raw) { _, new in new }
+                reply = .error(SimError(status: 429, id: "too_many_requests", message: "API Rate limit exceeded."))
+            case .oversizedBody(let bytes)?:
+                let head = Data(#"{"volumes":[],"links":{},"meta":{"total":0},"padding":""#.utf8)
+                reply = SimReply(
+                    status: 200, body: head + Data(repeating: UInt8(ascii: "x"), count: max(bytes - head.count - 2, 0)) + Data(#""}"#.utf8))
             case .reset?:
                 drop = true
                 reply = SimReply(status: 200, body: nil)

@@ -153,6 +153,8 @@ public struct DOClient: Sendable {
                 lastError = Self.error(from: response, operation: operation)
                 guard Self.isRetryable(status: response.status) else { throw lastError }
                 wait = retryWait(for: response, retry: attempt)
+            } catch let error as TransportError where error.kind == .responseTooLarge {
+                throw DOError(code: .invalidResponse, message: error.message, operation: operation)
             } catch let error as TransportError {
                 logger.debug(
                     "DigitalOcean request failed",
@@ -177,14 +179,20 @@ public struct DOClient: Sendable {
         }
     }
 
+    /// The wait before retrying: what a 429 asks for (`Retry-After`, else until `ratelimit-reset`), else the
+    /// backoff. Header values that are not numbers are ignored; absurd ones (∞, 1e19) are clamped, and a wait past
+    /// the deadline then fails the call at once.
     private func retryWait(for response: HTTPResponse, retry number: Int) -> Duration {
         guard response.status == 429 else { return retry.backoff(retry: number) }
-        if let value = response.headers["retry-after"], let seconds = Double(value.trimmedWhitespace) {
-            return .milliseconds(Int64(max(seconds, 0) * 1000))
+        if let value = response.headers["retry-after"], let seconds = Double(value.trimmedWhitespace),
+            let wait = Duration.clamped(seconds: seconds)
+        {
+            return wait
         }
-        if let value = response.headers["ratelimit-reset"], let epoch = Double(value) {
-            let seconds = epoch - time.wallClock().timeIntervalSince1970
-            if seconds > 0 { return .milliseconds(Int64(seconds * 1000)) }
+        if let value = response.headers["ratelimit-reset"], let epoch = Double(value.trimmedWhitespace),
+            let wait = Duration.clamped(seconds: epoch - time.wallClock().timeIntervalSince1970), wait > .zero
+        {
+            return wait
         }
         return retry.backoff(retry: number)
     }

@@ -40,6 +40,8 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
         case timeout
         case connectionLost
         case tls
+        /// The response was larger than the transport accepts: a broken or hostile server. Not retried.
+        case responseTooLarge
         case other
     }
     public var kind: Kind

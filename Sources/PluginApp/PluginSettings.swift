@@ -124,16 +124,12 @@ public struct PluginSettings: Sendable, Equatable {
         }
     }
 
-    /// `30` (seconds), `30s`, `500ms`, `2m`, `1h`.
+    /// `30` (seconds), `30s`, `500ms`, `2m`, `1h` (see `Duration(parsing:)`).
     public static func duration(_ text: String, _ name: String) throws -> Duration {
-        let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]
-        for unit in units where text.hasSuffix(unit.suffix) {
-            let number = text.dropLast(unit.suffix.count).trimmedWhitespace
-            if let value = Double(number), value >= 0, value.isFinite {
-                return .milliseconds(Int64((value * unit.scale * 1000).rounded()))
-            }
+        guard let duration = Duration(parsing: text) else {
+            throw SettingsError("\(name) must be a duration such as 30, 30s, 500ms or 2m, not \"\(text)\"")
         }
-        throw SettingsError("\(name) must be a duration such as 30, 30s, 500ms or 2m, not \"\(text)\"")
+        return duration
     }
 }
 

@@ -49,7 +49,7 @@ struct DoSim: AsyncParsableCommand {
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardOutput(label: $0) }
         let logger = Logger(label: "do-sim")
-        guard let latency = Self.duration(actionLatency) else {
+        guard let latency = Duration(parsing: actionLatency) else {
             throw ValidationError("--action-latency must look like 500ms or 2s")
         }
         let backend: any SimDeviceBackend =
@@ -89,12 +89,5 @@ struct DoSim: AsyncParsableCommand {
         logger.info("do-sim stopping")
         await world.shutdown()
         await running.stop()
-    }
-
-    static func duration(_ text: String) -> Duration? {
-        if text.hasSuffix("ms"), let value = Int(text.dropLast(2)) { return .milliseconds(value) }
-        if text.hasSuffix("s"), let value = Double(text.dropLast()) { return .milliseconds(Int64(value * 1000)) }
-        if let value = Double(text) { return .milliseconds(Int64(value * 1000)) }
-        return nil
     }
 }

@@ -130,6 +130,48 @@ import Testing
         }
     }
 
+    /// Absurd rate-limit headers never crash the client: a wait past the deadline fails the call at once, a value
+    /// that is not a number falls back to the backoff.
+    @Test(arguments: [
+        (["retry-after": "inf"], false), (["retry-after": "1e19"], false), (["retry-after": "nan", "ratelimit-reset": "0"], true),
+        (["retry-after": "-5"], true), (["ratelimit-reset": "1e19"], false), (["ratelimit-reset": "inf"], false),
+        (["ratelimit-reset": "nan"], true), (["ratelimit-reset": "-1e300"], true),
+    ])
+    func absurdRateLimitHeadersAreClamped(headers: [String: String], retried: Bool) async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.tooManyRequestsWithHeaders(headers), count: 1))
+            if retried {
+                _ = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+                #expect(lab.server.count() == 2)
+                #expect(lab.clock.sleeps.count == 1 && lab.clock.sleeps[0] <= RetryPolicy().maxBackoff)
+            } else {
+                let error = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "pgdata", region: "nyc1") }
+                #expect(error?.code == .rateLimited)
+                #expect(lab.server.count() == 1, "no wait past the deadline, no retry")
+                #expect(lab.clock.sleeps.isEmpty)
+            }
+        }
+    }
+
+    /// A response body or header block larger than the transport accepts fails the call without being kept or
+    /// retried.
+    @Test func oversizedResponsesAreRefused() async throws {
+        try await withLab { lab in
+            lab.server.inject(Fault(.oversizedBody(bytes: 16 << 20), count: 1))
+            let error = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "pgdata", region: "nyc1") }
+            #expect(error?.code == .invalidResponse)
+            #expect(error?.message.contains("exceeded 4194304 bytes") == true, "\(String(describing: error))")
+            #expect(lab.server.count() == 1, "not retried")
+            // Within the limit, the same kind of answer is read.
+            lab.server.inject(Fault(.oversizedBody(bytes: 1 << 20), count: 1))
+            let read = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+            #expect(read.isEmpty)
+            lab.server.inject(Fault(.tooManyRequestsWithHeaders(["x-padding": String(repeating: "y", count: 100_000)]), count: 1))
+            let headers = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "pgdata", region: "nyc1") }
+            #expect(headers?.message.contains("headers exceeded") == true, "\(String(describing: headers))")
+        }
+    }
+
     @Test func rateLimitBudgetAnswers429WithHeaders() async throws {
         try await withLab(options: { $0.requestsPerMinute = 3 }) { lab in
             for _ in 0..<3 { _ = try await lab.client.volumes(named: "x", region: "nyc1") }
