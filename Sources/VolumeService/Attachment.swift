@@ -62,7 +62,7 @@ extension VolumeService {
             } catch let error as DOError where error.code == .notFound {
                 logger.notice("Volume id no longer exists; looking the name up again", metadata: ["volume.name": "\(name)"])
                 record.volumeID = nil
-                negativeLookups[record.doName] = nil
+                negativeLookups.forget(record.doName)
             } catch let error as DOError {
                 throw VolumeError(.cloud, "cannot read volume \(name) from DigitalOcean: \(error)")
             }

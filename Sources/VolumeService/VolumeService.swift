@@ -62,8 +62,8 @@ public actor VolumeService: VolumeDriver {
     let logger: Logger
 
     var state: PersistedState
-    /// Names DigitalOcean did not know, and when we asked.
-    var negativeLookups: [String: ContinuousClock.Instant] = [:]
+    /// Names DigitalOcean did not know, for a short while.
+    var negativeLookups: RecentMisses
     let volumeLocks = AsyncKeyedLock()
     let dropletLock = AsyncKeyedLock()
 
@@ -79,6 +79,7 @@ public actor VolumeService: VolumeDriver {
         self.time = time
         self.logger = logger
         self.state = try store.load()
+        self.negativeLookups = RecentMisses(ttl: configuration.negativeLookupTTL)
     }
 
     /// The registry as it stands.
@@ -354,13 +355,11 @@ public actor VolumeService: VolumeDriver {
 
     /// Looks a name up on DigitalOcean, remembering misses for a short while.
     func lookUp(doName: String, name: String) async throws -> Volume? {
-        if let asked = negativeLookups[doName], asked.duration(to: time.now()) < configuration.negativeLookupTTL {
-            return nil
-        }
+        if negativeLookups.contains(doName, now: time.now()) { return nil }
         let found = try await cloud("look up volume \(doName)") {
             try await api.volumes(named: doName, region: configuration.region)
         }.first { $0.name == doName }
-        if found == nil { negativeLookups[doName] = time.now() } else { negativeLookups[doName] = nil }
+        if found == nil { negativeLookups.remember(doName, now: time.now()) } else { negativeLookups.forget(doName) }
         return found
     }
 
