@@ -33,14 +33,13 @@ public struct FileDeviceBackend: SimDeviceBackend {
     }
 
     public func attach(volumeID: String, name: String, droplet: SimDroplet) async throws {
-        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
-        try? FileManager.default.removeItem(atPath: link)
+        let link = try droplet.newDeviceLink(forVolume: name)
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: backingFile(volumeID))
         onChange()
     }
 
     public func detach(volumeID: String, name: String, droplet: SimDroplet) async throws {
-        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+        let link = droplet.deviceLink(forVolume: name)
         try? FileManager.default.removeItem(atPath: link)
         onChange()
     }
@@ -90,8 +89,7 @@ public actor LoopDeviceBackend: SimDeviceBackend {
         guard loops[volumeID] == nil else { return }
         let loop = try await Self.run("losetup", ["--find", "--show", backingFile(volumeID)])
         loops[volumeID] = loop
-        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
-        try? FileManager.default.removeItem(atPath: link)
+        let link = try droplet.newDeviceLink(forVolume: name)
         // Relative, as udev makes them in /dev/disk/by-id: ../../loop3.
         let node = loop.split(separator: "/").last.map(String.init) ?? loop
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "../../" + node)
@@ -99,7 +97,7 @@ public actor LoopDeviceBackend: SimDeviceBackend {
     }
 
     public func detach(volumeID: String, name: String, droplet: SimDroplet) async throws {
-        let link = droplet.deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+        let link = droplet.deviceLink(forVolume: name)
         try? FileManager.default.removeItem(atPath: link)
         if let loop = loops.removeValue(forKey: volumeID) {
             Self.announce(loop)
@@ -132,4 +130,20 @@ public actor LoopDeviceBackend: SimDeviceBackend {
 public struct SimDeviceError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var description: String { message }
+}
+
+extension SimDroplet {
+    /// Where the droplet's link to an attached volume's device is.
+    func deviceLink(forVolume name: String) -> String {
+        deviceDirectory + "/" + DigitalOceanNames.deviceLinkName(forVolume: name)
+    }
+
+    /// The link's path, with its folder made (as udev makes /dev/disk/by-id with a droplet's first disk) and no
+    /// stale link in its place.
+    func newDeviceLink(forVolume name: String) throws -> String {
+        try FileManager.default.createDirectory(atPath: deviceDirectory, withIntermediateDirectories: true)
+        let link = deviceLink(forVolume: name)
+        try? FileManager.default.removeItem(atPath: link)
+        return link
+    }
 }

@@ -114,8 +114,8 @@ public actor SimulatorWorld {
 
     // MARK: Test and lab controls
 
+    /// Adds a droplet whose device links appear in `deviceDirectory` (made at its first attach, as udev does).
     public func addDroplet(id: Int, name: String? = nil, region: String = "nyc1", deviceDirectory: String) throws {
-        try FileManager.default.createDirectory(atPath: deviceDirectory, withIntermediateDirectories: true)
         droplets[id] = SimDroplet(
             id: id, name: name ?? "droplet-\(id)", region: region, status: "active", deviceDirectory: deviceDirectory)
     }

@@ -272,8 +272,8 @@ extension VolumeService {
             .deviceTimeout,
             "volume \(name) is attached to this droplet but its device did not appear within "
                 + "\(Int(configuration.deviceTimeout.seconds))s in \(configuration.deviceDirectory); check that udev "
-                + "is running and that DEVICE_DIR shows the host's /dev/disk/by-id (the managed plugin's devices "
-                + "mount)")
+                + "is running and that DEVICE_DIR is the folder udev makes its scsi-0DO_Volume_ links in "
+                + "(/dev/disk/by-id on a droplet)")
     }
 
     func deviceLink(_ doName: String) -> String {

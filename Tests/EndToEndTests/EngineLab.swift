@@ -187,10 +187,13 @@ final class EngineLab: @unchecked Sendable {
         tar.waitUntilExit()
     }
 
-    /// The host folder that stands for droplet `droplet`'s /dev/disk: the simulator makes volume links in its by-id,
-    /// and `docker plugin set <plugin> devices.source=<it>` shows it to that droplet's plugin as /host/disk, so the
-    /// plugin runs with its default DEVICE_DIR (/host/disk/by-id).
-    func diskDirectory(_ droplet: Int) -> String { "\(lab.root)/droplet-\(droplet)/disk" }
+    /// The folder that stands for droplet `droplet`'s /dev/disk: every droplet here shares the host's /dev, so each
+    /// gets its own folder under it, where the simulator makes that droplet's volume links (in `by-id`), and its
+    /// plugin's DEVICE_DIR names it. The plugin sees it through its /dev mount, as it sees /dev/disk on a droplet;
+    /// the folder is made by the first attach, as udev makes /dev/disk/by-id on a droplet.
+    func diskDirectory(_ droplet: Int) -> String { "\(devDirectory)/droplet-\(droplet)/disk" }
+    /// This lab's folder under /dev, removed by `close()`.
+    var devDirectory: String { "/dev/do-storage-lab-\(id)" }
 
     /// Adds a droplet to the simulator and starts its dockerd, by default with the plugin created (not yet configured).
     func startDroplet(_ droplet: Int, launcher: [String] = [], createPlugin: Bool = true) async throws -> Engine {
@@ -211,7 +214,7 @@ final class EngineLab: @unchecked Sendable {
         let api = api ?? lab.running.apiURL
         var settings = [
             "DO_API_URL=\(api)", "DO_METADATA_URL=\(api)/droplets/\(droplet)/metadata/v1",
-            "devices.source=\(diskDirectory(droplet))", "LOG_LEVEL=debug",
+            "DEVICE_DIR=\(diskDirectory(droplet))/by-id", "LOG_LEVEL=debug",
         ]
         if let token { settings.append("ACCESS_TOKEN=\(token)") }
         return settings
@@ -413,5 +416,6 @@ final class EngineLab: @unchecked Sendable {
             registry.waitUntilExit()
         }
         await simulatorSocket?.stop()
+        try? FileManager.default.removeItem(atPath: devDirectory)
     }
 }
