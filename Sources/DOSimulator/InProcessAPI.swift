@@ -22,6 +22,16 @@ public struct InProcessAPI: Sendable {
         return try await map("GET /v2/volumes/\(id)") { () async throws(SimError) in try await world.volume(id: id) }
     }
 
+    public func createVolume(_ request: VolumeCreateRequest) async throws -> Volume {
+        calls.add("POST /v2/volumes")
+        return try await map("POST /v2/volumes") { () async throws(SimError) in try await world.createVolume(request) }
+    }
+
+    public func deleteVolume(id: String) async throws {
+        calls.add("DELETE /v2/volumes/{id}")
+        try await map("DELETE /v2/volumes/\(id)") { () async throws(SimError) in try await world.deleteVolume(id: id) }
+    }
+
     public func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         calls.add("POST /v2/volumes/{id}/actions")
         return try await map("POST /v2/volumes/\(volumeID)/actions") { () async throws(SimError) in

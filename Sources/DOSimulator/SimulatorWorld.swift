@@ -204,6 +204,7 @@ public actor SimulatorWorld {
                 status: 409, id: "conflict",
                 message: "a volume with the name \(request.name) already exists in \(request.region)")
         }
+
         let label = request.filesystemLabel.flatMap { $0.isEmpty ? nil : $0 } ?? ""
         let volume = Volume(
             id: UUID().uuidString.lowercased(), name: request.name,
@@ -213,16 +214,19 @@ public actor SimulatorWorld {
             dropletIDs: [], description: request.description ?? "", sizeGigabytes: request.sizeGigabytes,
             createdAt: Date().formatted(.iso8601), filesystemType: filesystem ?? "", filesystemLabel: label,
             tags: request.tags ?? [])
+        // Stored before the device is made (the actor re-enters there), so a create of the same name meanwhile meets
+        // the 409, and a lookup finds this one, as on DigitalOcean.
+        nextOrder += 1
+        volumes[volume.id] = StoredVolume(volume: volume, order: nextOrder)
         do {
             try await devices.create(
                 volumeID: volume.id, name: volume.name, sizeGigabytes: volume.sizeGigabytes, filesystem: filesystem,
                 label: label)
         } catch {
+            volumes[volume.id] = nil
             logger.error("Cannot create the volume's backing file", metadata: ["error": "\(error)"])
             throw SimError(status: 500, id: "server_error", message: "Server was unable to give you a response.")
         }
-        nextOrder += 1
-        volumes[volume.id] = StoredVolume(volume: volume, order: nextOrder)
         return volume
     }
 
