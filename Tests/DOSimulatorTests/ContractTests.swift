@@ -7,13 +7,22 @@ import Subprocess
 import Testing
 
 /// Every request the client sends and every answer the simulator gives, checked against DigitalOcean's official
-/// OpenAPI document (`shared/do-openapi/block-storage.openapi.json`) by openapi-core.
-@Suite struct ContractTests {
+/// OpenAPI document by openapi-core: the project's copy (`Tests/contract/do-openapi/`, see its SOURCE.md), or
+/// `DO_OPENAPI_SPEC`.
+@Suite(.timeLimit(.minutes(3))) struct ContractTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
-    static var specPath: String {
-        ProcessInfo.processInfo.environment["DO_OPENAPI_SPEC"]
-            ?? packageRoot.deletingLastPathComponent().appendingPathComponent("shared/do-openapi/block-storage.openapi.json").path
+    static let vendoredSpec = packageRoot.appendingPathComponent("Tests/contract/do-openapi/block-storage.openapi.json").path
+    static var specPath: String { ProcessInfo.processInfo.environment["DO_OPENAPI_SPEC"] ?? vendoredSpec }
+    /// The shared reference copy, where a checkout keeps one beside the repository.
+    static let sharedSpec = packageRoot.deletingLastPathComponent()
+        .appendingPathComponent("shared/do-openapi/block-storage.openapi.json").path
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: sharedSpec), "no ../shared/do-openapi beside this checkout"))
+    func theProjectsCopyMatchesTheSharedDocument() throws {
+        let copy = try Data(contentsOf: URL(fileURLWithPath: Self.vendoredSpec))
+        let shared = try Data(contentsOf: URL(fileURLWithPath: Self.sharedSpec))
+        #expect(copy == shared, "Tests/contract/do-openapi/block-storage.openapi.json differs from \(Self.sharedSpec): copy it again")
     }
 
     @Test func clientRequestsAndSimulatorResponsesMatchTheOpenAPIDocument() async throws {
