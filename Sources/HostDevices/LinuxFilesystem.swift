@@ -28,14 +28,41 @@ public struct LinuxFilesystem: HostFilesystem {
         return MountInfo.parse(text).filter { $0.mountpoint == root || $0.mountpoint.hasPrefix(root + "/") }
     }
 
-    public func mount(device: String, at path: String, type: String) async throws {
+    public func mount(device: String, at path: String, type: String, options: [MountOption]) async throws {
+        let (flags, data) = Self.mountArguments(options)
         try await NIOThreadPool.singleton.runIfActive {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            guard Glibc.mount(device, path, type, UInt(MS_NOATIME), nil) == 0 else {
+            guard Glibc.mount(device, path, type, flags, data.isEmpty ? nil : data) == 0 else {
                 throw DeviceError(message: "mount(2) failed: \(String(cString: strerror(errno)))")
             }
         }
-        logger.debug("Mounted", metadata: ["device.path": "\(device)", "mountpoint": "\(path)", "fs.type": "\(type)"])
+        logger.debug(
+            "Mounted",
+            metadata: [
+                "device.path": "\(device)", "mountpoint": "\(path)", "fs.type": "\(type)",
+                "mount.options": "\(options.map(\.rawValue).joined(separator: ","))",
+            ])
+    }
+
+    /// mount(2)'s flags and data string for the options. Access times are `noatime` unless an option says otherwise.
+    static func mountArguments(_ options: [MountOption]) -> (flags: UInt, data: String) {
+        var flags = UInt(MS_NOATIME)
+        var data: [String] = []
+        for option in options {
+            switch option {
+            case .ro: flags |= UInt(MS_RDONLY)
+            case .nosuid: flags |= UInt(MS_NOSUID)
+            case .nodev: flags |= UInt(MS_NODEV)
+            case .noexec: flags |= UInt(MS_NOEXEC)
+            case .noatime: flags |= UInt(MS_NOATIME)
+            case .nodiratime: flags |= UInt(MS_NODIRATIME)
+            case .relatime: flags = (flags & ~UInt(MS_NOATIME)) | UInt(MS_RELATIME)
+            case .strictatime: flags = (flags & ~UInt(MS_NOATIME)) | UInt(MS_STRICTATIME)
+            case .lazytime: flags |= UInt(MS_LAZYTIME)
+            case .discard, .nobarrier: data.append(option.rawValue)
+            }
+        }
+        return (flags, data.joined(separator: ","))
     }
 
     /// Unmounts every mount stacked at `path`. In a managed plugin the mount point lies in the propagated mount,

@@ -49,7 +49,7 @@ public enum PluginApp {
         let configuration = ServiceConfiguration(
             dropletID: identity.id, region: identity.region, deviceDirectory: settings.deviceDirectory,
             mountRoot: settings.mountRoot, detachOnUnmount: settings.detachOnUnmount,
-            handoffTimeout: settings.handoffTimeout, takeover: settings.takeover)
+            handoffTimeout: settings.handoffTimeout, takeover: settings.takeover, defaults: settings.volumeDefaults)
         let service = try VolumeService(
             configuration: configuration, api: client, devices: devices, filesystem: LinuxFilesystem(logger: logger),
             store: StateStore(directory: settings.stateDirectory), logger: logger)

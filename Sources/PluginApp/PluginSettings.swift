@@ -35,6 +35,9 @@ public struct PluginSettings: Sendable, Equatable {
     public var takeover: Takeover = .never
     /// `LOG_LEVEL`, default info.
     public var logLevel: Logger.Level = .info
+    /// `AUTO_CREATE` (true), `DEFAULT_SIZE` (10GiB), `DEFAULT_FSTYPE` (ext4), `DEFAULT_MOUNTOPTS` (none),
+    /// `REMOVE_POLICY` (retain).
+    public var volumeDefaults = VolumeDefaults()
 
     /// The longest `HANDOFF_TIMEOUT`: the engine gives a Mount 2 minutes, and attaching needs time after the hand-off.
     public static let maxHandoffTimeout: Duration = .seconds(45)
@@ -77,6 +80,34 @@ public struct PluginSettings: Sendable, Equatable {
                 throw SettingsError("TAKEOVER must be never or always, not \"\(text)\"")
             }
             takeover = value
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "auto.create")) {
+            volumeDefaults.autoCreate = try Self.bool(text, "AUTO_CREATE")
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "default.size")) {
+            guard let size = CreateOptions.gibibytes(text), CreateOptions.sizeRange.contains(size) else {
+                throw SettingsError("DEFAULT_SIZE must be a size from 1GiB to 16TiB such as 10GiB or 1TiB, not \"\(text)\"")
+            }
+            volumeDefaults.sizeGiB = size
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "default.fstype")) {
+            guard let type = FilesystemType(rawValue: text.lowercased()) else {
+                throw SettingsError("DEFAULT_FSTYPE must be ext4 or xfs, not \"\(text)\"")
+            }
+            volumeDefaults.fstype = type
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "default.mountopts")) {
+            do {
+                volumeDefaults.mountOptions = try MountOption.parseList(text, option: "DEFAULT_MOUNTOPTS", fstype: nil)
+            } catch {
+                throw SettingsError(error.message)
+            }
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "remove.policy")) {
+            guard let policy = RemovePolicy(rawValue: text.lowercased()) else {
+                throw SettingsError("REMOVE_POLICY must be retain or delete, not \"\(text)\"")
+            }
+            volumeDefaults.removePolicy = policy
         }
         if let text = Self.nonEmpty(reader.string(forKey: "log.level")) {
             guard let level = Logger.Level(rawValue: text.lowercased()) else {

@@ -8,11 +8,15 @@ extension InProcessAPI: VolumeAPI {}
 /// An in-memory `HostFilesystem`: mounts are remembered, and a device's filesystem is what `FileDeviceBackend`
 /// wrote at its start ("ext4", "xfs", or nothing for a blank volume).
 public final class FakeFilesystem: HostFilesystem {
-    private let state = NIOLockedValueBox<(mounts: [String: MountEntry], failNextMount: String?)>(([:], nil))
+    private let state = NIOLockedValueBox<(mounts: [String: MountEntry], options: [String: [MountOption]], failNextMount: String?)>(
+        ([:], [:], nil))
 
     public init() {}
 
     public var mounted: [String: MountEntry] { state.withLockedValue { $0.mounts } }
+
+    /// The options each mount point was last mounted with.
+    public var mountOptions: [String: [MountOption]] { state.withLockedValue { $0.options } }
 
     /// The next mount fails with this message.
     public func failNextMount(_ message: String) { state.withLockedValue { $0.failNextMount = message } }
@@ -31,7 +35,7 @@ public final class FakeFilesystem: HostFilesystem {
         }
     }
 
-    public func mount(device: String, at path: String, type: String) async throws {
+    public func mount(device: String, at path: String, type: String, options: [MountOption]) async throws {
         try state.withLockedValue { state in
             if let message = state.failNextMount {
                 state.failNextMount = nil
@@ -39,6 +43,7 @@ public final class FakeFilesystem: HostFilesystem {
             }
             guard state.mounts[path] == nil else { throw FakeError(message: "\(path) is already mounted") }
             state.mounts[path] = MountEntry(source: device, mountpoint: path, fstype: type)
+            state.options[path] = options
         }
     }
 

@@ -4,16 +4,16 @@ import Logging
 /// Bringing a volume to this droplet and releasing it: DigitalOcean actions, the hand-off between droplets, and the
 /// device that follows an attach.
 extension VolumeService {
-    /// Makes the volume attached here with its device present. Returns the volume id, the device node, and whether
-    /// this call attached it (so a failed mount can release it again).
-    func bringHere(_ record: inout VolumeRecord) async throws -> (volumeID: String, device: String, attachedByUs: Bool) {
+    /// Makes the volume attached here with its device present. Returns the volume as it is now, the device node, and
+    /// whether this call attached it (so a failed mount can release it again).
+    func bringHere(_ record: inout VolumeRecord) async throws -> (volume: Volume, device: String, attachedByUs: Bool) {
         let name = record.name
         let me = configuration.dropletID
         var volume = try await currentVolume(&record)
         let watch = devices.watch(path: deviceLink(record.doName))
         if volume.dropletIDs.contains(me) {
             logger.debug("Volume already attached here", metadata: ["volume.name": "\(name)"])
-            return (volume.id, try await waitForDevice(watch, name: name), false)
+            return (volume, try await waitForDevice(watch, name: name), false)
         }
         if let other = volume.dropletIDs.first {
             volume = try await takeFrom(droplet: other, volume: volume, name: name)
@@ -21,7 +21,8 @@ extension VolumeService {
         let attached = try await dropletLock.withLock("actions") {
             try await attach(volume, watch: watch, name: name)
         }
-        return (volume.id, try await waitForDevice(watch, name: name), attached)
+        volume.dropletIDs = [me]
+        return (volume, try await waitForDevice(watch, name: name), attached)
     }
 
     /// Detaches the volume from this droplet and waits until the action completes and the device is gone.

@@ -6,6 +6,10 @@ public protocol VolumeAPI: Sendable {
     func volumes(named name: String?, region: String?) async throws -> [Volume]
     /// One volume; throws `DOError` `.notFound` when it does not exist.
     func volume(id: String) async throws -> Volume
+    /// Creates a volume; throws `DOError` `.conflict` when the name is taken in the region.
+    func createVolume(_ request: VolumeCreateRequest) async throws -> Volume
+    /// Deletes a volume; throws `DOError` `.notFound` when it is gone, `.conflict` while it is attached.
+    func deleteVolume(id: String) async throws
     func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action
     func action(volumeID: String, actionID: Int) async throws -> Action
@@ -51,8 +55,9 @@ public protocol HostFilesystem: Sendable {
     func filesystemType(device: String) async throws -> String?
     /// Every mount whose mount point is `root` or below it.
     func mounts(under root: String) async throws -> [MountEntry]
-    /// Mounts `device` at `path` (creating the directory). Not idempotent: check `mounts(under:)` first.
-    func mount(device: String, at path: String, type: String) async throws
+    /// Mounts `device` at `path` (creating the directory) with the given options. Not idempotent: check
+    /// `mounts(under:)` first.
+    func mount(device: String, at path: String, type: String, options: [MountOption]) async throws
     /// Unmounts `path`.
     func unmount(path: String) async throws
 }

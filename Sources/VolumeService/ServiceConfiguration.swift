@@ -33,13 +33,16 @@ public struct ServiceConfiguration: Sendable {
     public var negativeLookupTTL: Duration
     /// First wait before retrying a release that failed at unmount; doubles up to 60 s. Default 5 s.
     public var releaseRetryInterval: Duration
+    /// Defaults for new volumes: auto-create, size, filesystem, mount options, remove policy.
+    public var defaults: VolumeDefaults
 
     public init(
         dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
         detachOnUnmount: Bool = true, handoffTimeout: Duration = .seconds(30), takeover: Takeover = .never,
         initialPollInterval: Duration = .milliseconds(250), maxPollInterval: Duration = .seconds(4),
         actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
-        negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5)
+        negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5),
+        defaults: VolumeDefaults = VolumeDefaults()
     ) {
         self.dropletID = dropletID
         self.region = region
@@ -54,18 +57,6 @@ public struct ServiceConfiguration: Sendable {
         self.deviceTimeout = deviceTimeout
         self.negativeLookupTTL = negativeLookupTTL
         self.releaseRetryInterval = releaseRetryInterval
+        self.defaults = defaults
     }
-}
-
-/// Names: Docker's on one side, DigitalOcean's on the other.
-public enum VolumeNames {
-    /// The DigitalOcean name for a Docker volume name: `_` is read as `-` (compose and stack prefix names with
-    /// `<project>_`), and the result must be a valid DigitalOcean name. Nil when it cannot be one.
-    public static func digitalOceanName(for dockerName: String) -> String? {
-        let candidate = String(dockerName.map { $0 == "_" ? "-" : $0 })
-        return DigitalOceanNames.isValidVolumeName(candidate) ? candidate : nil
-    }
-
-    /// The device link DigitalOcean gives an attached volume.
-    public static func deviceLinkName(for doName: String) -> String { DigitalOceanNames.deviceLinkName(forVolume: doName) }
 }

@@ -16,10 +16,19 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var references: [String: Int]
     /// Where the volume is mounted, while it is.
     public var mountpoint: String?
+    /// `-o mountopts=` given at Create; nil: the plugin-wide default.
+    public var mountOptions: [MountOption]?
+    /// `-o onremove=` given at Create; nil: the plugin-wide default.
+    public var onRemove: RemovePolicy?
+    /// What the plugin last saw of the volume (shown in Status; absent in state files of earlier versions).
+    public var seen: SeenVolume?
+    /// The last failure worth showing in Status (a failed growth, say); nil when none.
+    public var lastError: String?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],
-        mountpoint: String? = nil
+        mountpoint: String? = nil, mountOptions: [MountOption]? = nil, onRemove: RemovePolicy? = nil,
+        seen: SeenVolume? = nil
     ) {
         self.name = name
         self.doName = doName
@@ -27,10 +36,34 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
         self.createdAt = createdAt
         self.references = references
         self.mountpoint = mountpoint
+        self.mountOptions = mountOptions
+        self.onRemove = onRemove
+        self.seen = seen
     }
 
     /// All references, across mount IDs.
     public var referenceCount: Int { references.values.reduce(0, +) }
+}
+
+/// A DigitalOcean volume as the plugin last saw it, so Get answers without calling DigitalOcean.
+public struct SeenVolume: Codable, Sendable, Equatable {
+    public var sizeGiB: Int
+    /// `ext4`, `xfs`, or empty when DigitalOcean did not format it.
+    public var fstype: String
+    /// The droplet it is attached to, if any.
+    public var attachedTo: Int?
+    /// Its device node here, while attached here.
+    public var device: String?
+    /// It carries the `do-storage` marker tag.
+    public var createdByPlugin: Bool
+
+    public init(sizeGiB: Int, fstype: String, attachedTo: Int?, device: String? = nil, createdByPlugin: Bool) {
+        self.sizeGiB = sizeGiB
+        self.fstype = fstype
+        self.attachedTo = attachedTo
+        self.device = device
+        self.createdByPlugin = createdByPlugin
+    }
 }
 
 /// The persisted registry.

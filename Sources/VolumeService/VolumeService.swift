@@ -149,60 +149,15 @@ public actor VolumeService: VolumeDriver {
 
     // MARK: VolumeDriver
 
-    public func create(name: String, options: [String: String]) async throws {
-        if let option = options.keys.sorted().first {
-            throw VolumeError(
-                .invalidOption,
-                "volume option \"\(option)\" is not supported; this driver takes no options: create the DigitalOcean "
-                    + "volume first, then use its name")
-        }
-        let doName = try digitalOceanName(name)
-        try await volumeLocks.withLock(name) {
-            if state.volumes[name] != nil { return }
-            guard let volume = try await lookUp(doName: doName, name: name) else {
-                throw VolumeError(
-                    .notFound,
-                    "there is no DigitalOcean volume named \"\(doName)\" in region \(configuration.region); create it "
-                        + "first, e.g. doctl compute volume create \(doName) --region \(configuration.region) "
-                        + "--size 10GiB --fs-type ext4")
-            }
-            state.volumes[name] = VolumeRecord(name: name, doName: doName, volumeID: volume.id, createdAt: time.wallClock())
-            try await persist()
-            logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
-        }
-    }
-
-    public func remove(name: String) async throws {
-        try await volumeLocks.withLock(name) {
-            guard let record = state.volumes[name] else { return }
-            if record.referenceCount > 0 {
-                throw VolumeError(
-                    .inUse,
-                    "volume \(name) is in use by \(record.referenceCount) container mount(s) on this droplet; "
-                        + "stop those containers first")
-            }
-            if let mountpoint = record.mountpoint {
-                try await unmountIfMounted(mountpoint, name: name)
-            }
-            state.volumes[name] = nil
-            try await persist()
-            logger.info("Volume forgotten", metadata: ["volume.name": "\(name)"])
-        }
-    }
-
     public func get(name: String) async throws -> VolumeInfo {
         if let record = state.volumes[name] { return info(record) }
-        guard let doName = VolumeNames.digitalOceanName(for: name) else {
-            throw VolumeError(.notFound, "no such volume: \(name)")
-        }
+        guard VolumeNames.isValidDockerName(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
         return try await volumeLocks.withLock(name) {
             if let record = state.volumes[name] { return info(record) }
-            guard let volume = try await lookUp(doName: doName, name: name) else {
+            guard case (let doName, let volume?) = try await resolve(name) else {
                 throw VolumeError(.notFound, "no such volume: \(name)")
             }
-            let record = VolumeRecord(name: name, doName: doName, volumeID: volume.id, createdAt: time.wallClock())
-            state.volumes[name] = record
-            try await persist()
+            let record = try await register(name: name, doName: doName, volume: volume, options: CreateOptions())
             logger.info("Volume found on DigitalOcean", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
             return info(record)
         }
@@ -231,13 +186,16 @@ public actor VolumeService: VolumeDriver {
                 return mountpoint
             }
             let started = time.now()
-            let (volumeID, device, attachedByUs) = try await bringHere(&record)
+            let (volume, device, attachedByUs) = try await bringHere(&record)
+            record.saw(volume, device: device)
             do {
-                try await mountDevice(device, at: mountpoint, name: name, doName: record.doName)
+                try await mountDevice(
+                    device, at: mountpoint, name: name, doName: record.doName,
+                    options: record.mountOptions ?? configuration.defaults.mountOptions)
             } catch {
                 if attachedByUs && configuration.detachOnUnmount {
                     do {
-                        try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+                        try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
                     } catch let detachError {
                         logger.error(
                             "Cannot release the volume after a failed mount",
@@ -283,6 +241,10 @@ public actor VolumeService: VolumeDriver {
                 let volumeID = try await resolveVolumeID(&record)
                 do {
                     try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+                    record.seen?.attachedTo = nil
+                    record.seen?.device = nil
+                    state.volumes[name] = record
+                    try await persist()
                 } catch {
                     // The container stops whatever we answer; keep trying so the volume is not left attached here.
                     scheduleRelease(name: name, volumeID: volumeID, doName: record.doName)
@@ -326,24 +288,26 @@ public actor VolumeService: VolumeDriver {
 
     // MARK: Helpers
 
+    /// What `docker volume inspect` shows: the plugin's registry and what it last saw of the volume, with no
+    /// DigitalOcean call.
     func info(_ record: VolumeRecord) -> VolumeInfo {
-        var status: [String: String] = ["do.name": record.doName, "region": configuration.region]
-        if let id = record.volumeID { status["do.id"] = id }
-        status["references"] = String(record.referenceCount)
+        let seen = record.seen
+        let status: [String: String] = [
+            "do_id": record.volumeID ?? "",
+            "do_name": record.doName,
+            "region": configuration.region,
+            "size_gib": seen.map { String($0.sizeGiB) } ?? "",
+            "fstype": seen?.fstype ?? "",
+            "attached_to": seen?.attachedTo.map(String.init) ?? "",
+            "device": seen?.attachedTo == configuration.dropletID ? seen?.device ?? "" : "",
+            "mounts": String(record.referenceCount),
+            "created_by_plugin": seen.map { String($0.createdByPlugin) } ?? "",
+            "last_error": record.lastError ?? "",
+        ]
         return VolumeInfo(name: record.name, mountpoint: record.mountpoint ?? "", createdAt: record.createdAt, status: status)
     }
 
     func mountpoint(for name: String) -> String { configuration.mountRoot + "/" + name }
-
-    func digitalOceanName(_ name: String) throws -> String {
-        guard let doName = VolumeNames.digitalOceanName(for: name) else {
-            throw VolumeError(
-                .invalidName,
-                "volume name \"\(name)\" cannot name a DigitalOcean volume: use lowercase letters, digits and \"-\", "
-                    + "starting with a letter, at most 64 characters (\"_\" is read as \"-\")")
-        }
-        return doName
-    }
 
     func persist() async throws {
         do {
@@ -401,7 +365,9 @@ public actor VolumeService: VolumeDriver {
         return volume.id
     }
 
-    func mountDevice(_ device: String, at mountpoint: String, name: String, doName: String) async throws {
+    func mountDevice(
+        _ device: String, at mountpoint: String, name: String, doName: String, options: [MountOption]
+    ) async throws {
         let type: String?
         do {
             type = try await filesystem.filesystemType(device: device)
@@ -418,7 +384,7 @@ public actor VolumeService: VolumeDriver {
                     + "with a filesystem (doctl compute volume create ... --fs-type ext4)")
         }
         do {
-            try await filesystem.mount(device: device, at: mountpoint, type: type)
+            try await filesystem.mount(device: device, at: mountpoint, type: type, options: options)
         } catch {
             throw VolumeError(.mountFailed, "cannot mount volume \(name) (\(type) on \(device)) at \(mountpoint): \(error)")
         }

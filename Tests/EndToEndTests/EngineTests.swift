@@ -116,7 +116,7 @@ struct EngineTests {
             #expect(engine.requests("Unmount", volume: "named") == 1)
 
             // inspect shows the driver and the plugin's Status; ls lists it; a missing volume is "no such volume".
-            let inspect = try await engine.must("volume", "inspect", "named", "--format", "{{.Driver}} {{index .Status \"do.name\"}}")
+            let inspect = try await engine.must("volume", "inspect", "named", "--format", "{{.Driver}} {{index .Status \"do_name\"}}")
             #expect(inspect == "\(driver) named")
             let listed = try await engine.must("volume", "ls", "--filter", "driver=\(driver)", "--format", "{{.Name}}")
             #expect(listed.split(separator: "\n").contains("named"))
@@ -161,6 +161,49 @@ struct EngineTests {
             #expect(disable.status != 0)
             #expect(disable.error.contains("in use"), "\(disable)")
             #expect(!engine.log.contains(Lab.token))
+        }
+    }
+
+    /// A volume's life from Docker's own commands: create with options (they reach DigitalOcean as asked), use,
+    /// inspect, bad options refused, and remove deleting it under `onremove=delete`.
+    @Test func volumesMadeAndRemovedWithDockersOwnCommands() async throws {
+        try await EngineLab.withLab { lab in
+            let engine = try await lab.startDroplet(1001)
+            try await lab.configureAndEnable(engine, droplet: 1001)
+            let driver = lab.pluginName
+            try await engine.must(
+                "volume", "create", "-d", driver, "-o", "size=2GiB", "-o", "fstype=xfs", "-o", "fslabel=pg",
+                "-o", "description=the db", "-o", "tags=db,prod", "-o", "mountopts=nodev,nosuid", "-o", "onremove=delete",
+                "pgdata")
+            let volume = try #require(await lab.lab.world.listVolumes(name: "pgdata", region: "nyc1").first)
+            #expect(volume.sizeGigabytes == 2 && volume.filesystemType == "xfs" && volume.filesystemLabel == "pg")
+            #expect(volume.description == "the db")
+            #expect(volume.tags == ["db", "prod", "do-storage", "do-storage-name:pgdata"])
+            let post = lab.lab.server.recorded.first { $0.method == "POST" && $0.path == "/v2/volumes" }
+            #expect(post?.requestBody?.contains(#""filesystem_type":"xfs""#) == true, "\(String(describing: post))")
+
+            let output = try await engine.must(
+                "run", "--rm", "--network", "none", "-v", "pgdata:/data", "bb", "sh", "-c",
+                "echo kept > /data/f && cat /data/f && cat /proc/mounts")
+            let line = output.split(separator: "\n").first { $0.contains(" /data ") } ?? ""
+            #expect(output.hasPrefix("kept"))
+            #expect(line.contains(" xfs ") && line.contains("nodev") && line.contains("nosuid"), "\(line)")
+
+            let json = try await engine.must("volume", "inspect", "pgdata", "--format", "{{json .Status}}")
+            let status = try JSONDecoder().decode([String: String].self, from: Data(json.utf8))
+            #expect(status == [
+                "do_id": volume.id, "do_name": "pgdata", "region": "nyc1", "size_gib": "2", "fstype": "xfs",
+                "attached_to": "", "device": "", "mounts": "0", "created_by_plugin": "true", "last_error": "",
+            ])
+
+            let bad = try await engine.docker("volume", "create", "-d", driver, "-o", "size=20MB", "other")
+            #expect(bad.status != 0 && bad.error.contains("size=20MB is not a volume size"), "\(bad)")
+            let unknown = try await engine.docker("volume", "create", "-d", driver, "-o", "sise=2", "other")
+            #expect(unknown.status != 0 && unknown.error.contains("do_storage accepts size, fstype"), "\(unknown)")
+            #expect(await lab.lab.world.listVolumes(name: "other", region: "nyc1").isEmpty)
+
+            try await engine.must("volume", "rm", "pgdata")
+            #expect(await lab.lab.world.listVolumes(name: "pgdata", region: "nyc1").isEmpty, "deleted on DigitalOcean")
         }
     }
 

@@ -21,6 +21,8 @@ import VolumeService
         #expect(settings.handoffTimeout == .seconds(30))
         #expect(settings.takeover == .never)
         #expect(settings.logLevel == .info)
+        #expect(settings.volumeDefaults == VolumeDefaults(
+            autoCreate: true, sizeGiB: 10, fstype: .ext4, mountOptions: [], removePolicy: .retain))
     }
 
     /// The managed plugin's config.json declares every setting settable, and its values are the defaults.
@@ -37,6 +39,7 @@ import VolumeService
         #expect(Set(config.env.map(\.name)) == [
             "ACCESS_TOKEN", "DO_API_URL", "DO_METADATA_URL", "DROPLET_ID", "DROPLET_REGION", "DEVICE_DIR", "MOUNT_ROOT",
             "STATE_DIR", "SOCKET_PATH", "DETACH_ON_UNMOUNT", "HANDOFF_TIMEOUT", "TAKEOVER", "LOG_LEVEL",
+            "AUTO_CREATE", "DEFAULT_SIZE", "DEFAULT_FSTYPE", "DEFAULT_MOUNTOPTS", "REMOVE_POLICY",
         ])
         #expect(config.env.allSatisfy { $0.settable == ["value"] })
 
@@ -55,7 +58,8 @@ import VolumeService
             "ACCESS_TOKEN": " tok ", "DO_API_URL": "http://127.0.0.1:9/", "DO_METADATA_URL": "http://127.0.0.1:9/m",
             "DROPLET_ID": "42", "DROPLET_REGION": "fra1", "DEVICE_DIR": "/d", "MOUNT_ROOT": "/m/", "STATE_DIR": "/s",
             "SOCKET_PATH": "/p.sock", "DETACH_ON_UNMOUNT": "false", "HANDOFF_TIMEOUT": "45s",
-            "TAKEOVER": "always", "LOG_LEVEL": "debug",
+            "TAKEOVER": "always", "LOG_LEVEL": "debug", "AUTO_CREATE": "false", "DEFAULT_SIZE": "1TiB",
+            "DEFAULT_FSTYPE": "xfs", "DEFAULT_MOUNTOPTS": "noatime,discard", "REMOVE_POLICY": "delete",
         ])
         #expect(settings.accessToken == "tok")
         #expect(settings.apiURL == "http://127.0.0.1:9")
@@ -70,6 +74,8 @@ import VolumeService
         #expect(settings.handoffTimeout == .seconds(45))
         #expect(settings.takeover == .always)
         #expect(settings.logLevel == .debug)
+        #expect(settings.volumeDefaults == VolumeDefaults(
+            autoCreate: false, sizeGiB: 1024, fstype: .xfs, mountOptions: [.noatime, .discard], removePolicy: .delete))
     }
 
     @Test(arguments: [("30", Duration.seconds(30)), ("30s", .seconds(30)), ("500ms", .milliseconds(500)),
@@ -84,7 +90,9 @@ import VolumeService
         ("DEVICE_DIR", "relative"), ("MOUNT_ROOT", "mnt"), ("STATE_DIR", "state"), ("SOCKET_PATH", "x.sock"),
         ("DETACH_ON_UNMOUNT", "maybe"), ("HANDOFF_TIMEOUT", "soon"), ("HANDOFF_TIMEOUT", "5m"),
         ("HANDOFF_TIMEOUT", "-3"), ("HANDOFF_TIMEOUT", "1e20"), ("HANDOFF_TIMEOUT", "1e300h"), ("HANDOFF_TIMEOUT", "inf"),
-        ("HANDOFF_TIMEOUT", "nan"), ("TAKEOVER", "sometimes"), ("LOG_LEVEL", "loud"),
+        ("HANDOFF_TIMEOUT", "nan"), ("TAKEOVER", "sometimes"), ("LOG_LEVEL", "loud"), ("AUTO_CREATE", "perhaps"),
+        ("DEFAULT_SIZE", "0"), ("DEFAULT_SIZE", "17TiB"), ("DEFAULT_SIZE", "big"), ("DEFAULT_FSTYPE", "btrfs"),
+        ("DEFAULT_MOUNTOPTS", "noatime,exec"), ("REMOVE_POLICY", "shred"),
     ])
     func badValuesNameTheVariable(name: String, value: String) {
         let error = #expect(throws: SettingsError.self) { try PluginSettings.fromEnvironment([name: value]) }

@@ -91,19 +91,21 @@ import VolumeService
     }
 
     @Test func createIsIdempotentAndUnknownVolumesAreExplained() async throws {
-        try await withPlugin { client, _, node in
+        try await withPlugin { client, harness, node in
             for _ in 0..<3 {
                 let (status, object) = try await call(client, "VolumeDriver.Create", #"{"Name":"data","Opts":{}}"#)
                 #expect(status == 200)
                 #expect(object["Err"] as? String == "")
             }
             #expect(await node.service.records.count == 1)
-            let (_, missing) = try await call(client, "VolumeDriver.Create", #"{"Name":"absent"}"#)
-            #expect((missing["Err"] as? String)?.contains("doctl compute volume create absent") == true)
-            let (_, option) = try await call(client, "VolumeDriver.Create", #"{"Name":"data2","Opts":{"size":"10"}}"#)
-            #expect((option["Err"] as? String)?.contains("\"size\" is not supported") == true)
-            let (_, badName) = try await call(client, "VolumeDriver.Create", #"{"Name":"My.Data"}"#)
-            #expect((badName["Err"] as? String)?.contains("lowercase letters") == true)
+            // A volume DigitalOcean lacks is created with the options (AUTO_CREATE defaults to true).
+            let (_, created) = try await call(client, "VolumeDriver.Create", #"{"Name":"absent","Opts":{"size":"2GiB"}}"#)
+            #expect(created["Err"] as? String == "")
+            #expect(await harness.world.listVolumes(name: "absent", region: "nyc1").first?.sizeGigabytes == 2)
+            let (_, option) = try await call(client, "VolumeDriver.Create", #"{"Name":"data2","Opts":{"sise":"10"}}"#)
+            #expect((option["Err"] as? String)?.contains("unknown volume option \"sise\"; do_storage accepts size") == true)
+            let (_, badName) = try await call(client, "VolumeDriver.Create", #"{"Name":"../etc"}"#)
+            #expect((badName["Err"] as? String)?.contains("is not a volume name") == true)
         }
     }
 

@@ -324,6 +324,8 @@ final class FlakyDetachAPI: VolumeAPI {
 
     func volumes(named name: String?, region: String?) async throws -> [Volume] { try await base.volumes(named: name, region: region) }
     func volume(id: String) async throws -> Volume { try await base.volume(id: id) }
+    func createVolume(_ request: VolumeCreateRequest) async throws -> Volume { try await base.createVolume(request) }
+    func deleteVolume(id: String) async throws { try await base.deleteVolume(id: id) }
     func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         try await base.attach(volumeID: volumeID, dropletID: dropletID, region: region)
     }
@@ -352,6 +354,8 @@ struct FailingAPI: VolumeAPI {
     func fail() -> DOError { DOError(code: .transport, message: "Couldn't connect to server", operation: "GET") }
     func volumes(named name: String?, region: String?) async throws -> [Volume] { throw fail() }
     func volume(id: String) async throws -> Volume { throw fail() }
+    func createVolume(_ request: VolumeCreateRequest) async throws -> Volume { throw fail() }
+    func deleteVolume(id: String) async throws { throw fail() }
     func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
     func action(volumeID: String, actionID: Int) async throws -> Action { throw fail() }

@@ -1,0 +1,209 @@
+import DigitalOcean
+import Logging
+
+/// A volume's life from Docker: Create (adopt or create on DigitalOcean, with options), the name mapping, and
+/// Remove under its policy.
+extension VolumeService {
+    public func create(name: String, options: [String: String]) async throws {
+        try checkDockerName(name)
+        let options = try CreateOptions(parsing: options, defaultFilesystem: configuration.defaults.fstype)
+        try await volumeLocks.withLock(name) {
+            // Docker retries Create, and swarm sends it for every task: a known volume is done.
+            if state.volumes[name] != nil { return }
+            let (doName, existing) = try await resolve(name)
+            if let existing {
+                try checkAdoption(existing, options: options, name: name)
+                _ = try await register(name: name, doName: doName, volume: existing, options: options)
+                logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
+                return
+            }
+            guard configuration.defaults.autoCreate else {
+                throw VolumeError(
+                    .notFound,
+                    "there is no DigitalOcean volume named \"\(doName)\" in region \(configuration.region); create it "
+                        + "first, e.g. doctl compute volume create \(doName) --region \(configuration.region) "
+                        + "--size 10GiB --fs-type ext4 (or set AUTO_CREATE=true to let do_storage create it)")
+            }
+            let volume = try await createOnDigitalOcean(name: name, doName: doName, options: options)
+            _ = try await register(name: name, doName: doName, volume: volume, options: options)
+        }
+    }
+
+    public func remove(name: String) async throws {
+        try await volumeLocks.withLock(name) {
+            guard var record = state.volumes[name] else { return }
+            if record.referenceCount > 0 {
+                throw VolumeError(
+                    .inUse,
+                    "volume \(name) is in use by \(record.referenceCount) container mount(s) on this droplet; "
+                        + "stop those containers first")
+            }
+            if let mountpoint = record.mountpoint {
+                try await unmountIfMounted(mountpoint, name: name)
+                record.mountpoint = nil
+            }
+            if (record.onRemove ?? configuration.defaults.removePolicy) == .delete {
+                try await deleteOnDigitalOcean(&record)
+            }
+            state.volumes[name] = nil
+            try await persist()
+            logger.info("Volume forgotten", metadata: ["volume.name": "\(name)"])
+        }
+    }
+
+    // MARK: Names
+
+    /// The DigitalOcean name for a Docker name, and the volume by that name when there is one (see `VolumeNames`).
+    /// A name taken by another Docker name's volume is refused when the Docker name is used as it is, and skipped
+    /// for the hashed name otherwise.
+    func resolve(_ name: String) async throws -> (doName: String, volume: Volume?) {
+        let (preferred, hashed) = VolumeNames.candidates(for: name)
+        if let preferred {
+            let volume = try await lookUp(doName: preferred, name: name)
+            let owner = volume.flatMap { VolumeNames.dockerName(fromTags: $0.tags) }
+            if owner == nil || owner == name { return (preferred, volume) }
+            if VolumeNames.isUsedAsIs(name), let owner {
+                throw VolumeError(
+                    .invalidName,
+                    "the DigitalOcean volume \(preferred) belongs to the Docker volume \"\(owner)\"; use that name, or "
+                        + "choose another name for a new volume")
+            }
+        }
+        let volume = try await lookUp(doName: hashed, name: name)
+        if let owner = volume.flatMap({ VolumeNames.dockerName(fromTags: $0.tags) }), owner != name {
+            throw VolumeError(
+                .invalidName,
+                "the Docker names \"\(name)\" and \"\(owner)\" both map to the DigitalOcean volume \(hashed); "
+                    + "choose another name")
+        }
+        return (hashed, volume)
+    }
+
+    func checkDockerName(_ name: String) throws {
+        guard VolumeNames.isValidDockerName(name) else {
+            throw VolumeError(
+                .invalidName,
+                "\"\(name)\" is not a volume name: use letters, digits, \"_\", \".\" and \"-\", starting with a letter "
+                    + "or digit, at most \(VolumeNames.maxDockerNameBytes) characters")
+        }
+    }
+
+    /// Adds the volume to the registry under `name`, unless this droplet already knows it under another name.
+    func register(name: String, doName: String, volume: Volume, options: CreateOptions) async throws -> VolumeRecord {
+        if let other = state.volumes.values.first(where: { $0.volumeID == volume.id || $0.doName == doName }) {
+            throw VolumeError(
+                .invalidName,
+                "volume \(name) would be the DigitalOcean volume \(doName), which this droplet already knows as "
+                    + "\"\(other.name)\"; use \(other.name) (one volume has one Docker name)")
+        }
+        var record = VolumeRecord(
+            name: name, doName: doName, volumeID: volume.id, createdAt: time.wallClock(),
+            mountOptions: options.mountOptions, onRemove: options.onRemove)
+        record.saw(volume)
+        state.volumes[name] = record
+        try await persist()
+        return record
+    }
+
+    /// Options that contradict an existing volume change nothing and fail.
+    func checkAdoption(_ volume: Volume, options: CreateOptions, name: String) throws {
+        if let size = options.sizeGiB, size != volume.sizeGigabytes {
+            throw VolumeError(
+                .invalidOption,
+                "size=\(size)GiB contradicts the existing DigitalOcean volume \(volume.name), which has "
+                    + "\(volume.sizeGigabytes) GiB; leave size out to use it (resize it with doctl compute "
+                    + "volume-action resize to grow it)")
+        }
+        if let fstype = options.fstype, !volume.filesystemType.isEmpty, fstype.rawValue != volume.filesystemType {
+            throw VolumeError(
+                .invalidOption,
+                "fstype=\(fstype.rawValue) contradicts the existing DigitalOcean volume \(volume.name), formatted "
+                    + "\(volume.filesystemType); leave fstype out to use it")
+        }
+    }
+
+    // MARK: DigitalOcean
+
+    /// Creates the volume in this droplet's region, formatted by DigitalOcean, with the marker tag and the tag that
+    /// records the Docker name. When another droplet created it at the same moment (409), theirs is used.
+    func createOnDigitalOcean(name: String, doName: String, options: CreateOptions) async throws -> Volume {
+        let defaults = configuration.defaults
+        let fstype = options.fstype ?? defaults.fstype
+        let request = VolumeCreateRequest(
+            name: doName, sizeGigabytes: options.sizeGiB ?? defaults.sizeGiB, region: configuration.region,
+            description: options.description, filesystemType: fstype.rawValue, filesystemLabel: options.label,
+            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)])
+        do {
+            let volume = try await api.createVolume(request)
+            negativeLookups.forget(doName)
+            logger.info(
+                "Volume created on DigitalOcean",
+                metadata: [
+                    "volume.name": "\(name)", "do.volume.id": "\(volume.id)", "do.volume.name": "\(doName)",
+                    "size.gib": "\(volume.sizeGigabytes)", "fs.type": "\(fstype.rawValue)",
+                ])
+            return volume
+        } catch let error as DOError where error.code == .conflict {
+            negativeLookups.forget(doName)
+            guard let volume = try await lookUp(doName: doName, name: name) else {
+                throw VolumeError(.cloud, "cannot create volume \(name): \(error)")
+            }
+            let owner = VolumeNames.dockerName(fromTags: volume.tags)
+            guard owner == nil || owner == name else {
+                throw VolumeError(
+                    .invalidName, "the DigitalOcean volume \(doName) was just created for the Docker volume \"\(owner ?? "")\"")
+            }
+            logger.info("Volume created by another droplet meanwhile; using it", metadata: ["volume.name": "\(name)"])
+            return volume
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "cannot create volume \(name) (\(doName), \(request.sizeGigabytes) GiB) on DigitalOcean: \(error)")
+        }
+    }
+
+    /// Detaches the volume from this droplet if it is attached here, then deletes it on DigitalOcean. Only volumes
+    /// this plugin created, or given `onremove=delete`; another droplet's attachment refuses. Snapshots stay.
+    func deleteOnDigitalOcean(_ record: inout VolumeRecord) async throws {
+        let name = record.name
+        let volume: Volume
+        do {
+            volume = try await currentVolume(&record)
+        } catch let error as VolumeError where error.code == .notFound {
+            logger.notice("Volume already gone from DigitalOcean", metadata: ["volume.name": "\(name)"])
+            return
+        }
+        let marked = volume.tags.contains(VolumeNames.markerTag)
+        guard marked || record.onRemove == .delete else {
+            logger.notice(
+                "REMOVE_POLICY=delete spares a volume this plugin did not create; it stays on DigitalOcean",
+                metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
+            return
+        }
+        if let other = volume.dropletIDs.first, other != configuration.dropletID {
+            throw VolumeError(
+                .inUse,
+                "volume \(name) is attached to droplet \(other), so it is not deleted; stop the containers using it "
+                    + "there first (docker ps --filter volume=\(name) on droplet \(other))")
+        }
+        if volume.dropletIDs.contains(configuration.dropletID) {
+            try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+        }
+        do {
+            try await api.deleteVolume(id: volume.id)
+        } catch let error as DOError where error.code == .notFound {
+            return
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "cannot delete volume \(name) on DigitalOcean: \(error)")
+        }
+        logger.notice("Volume deleted on DigitalOcean", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
+    }
+}
+
+extension VolumeRecord {
+    /// Notes what DigitalOcean says of the volume now, for Status.
+    mutating func saw(_ volume: Volume, device: String? = nil) {
+        volumeID = volume.id
+        seen = SeenVolume(
+            sizeGiB: volume.sizeGigabytes, fstype: volume.filesystemType, attachedTo: volume.dropletIDs.first,
+            device: device, createdByPlugin: volume.tags.contains(VolumeNames.markerTag))
+    }
+}
