@@ -24,6 +24,12 @@ extension VolumeService {
                         + "first, e.g. doctl compute volume create \(doName) --region \(configuration.region) "
                         + "--size 10GiB --fs-type ext4 (or set AUTO_CREATE=true to let do_storage create it)")
             }
+            var options = options
+            if options.onRemove == nil && VolumeNames.isAnonymous(name) {
+                // Docker removes an anonymous volume with its container (run --rm, rm -v): one the plugin made for
+                // it goes with it, instead of staying on DigitalOcean where nobody can name it.
+                options.onRemove = .delete
+            }
             let volume = try await createOnDigitalOcean(name: name, doName: doName, options: options)
             _ = try await register(name: name, doName: doName, volume: volume, options: options)
         }

@@ -27,6 +27,11 @@ public enum VolumeNames {
         return bytes.allSatisfy { isAlphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
     }
 
+    /// Docker's name for an anonymous volume: 64 lowercase hex digits.
+    public static func isAnonymous(_ name: String) -> Bool {
+        name.utf8.count == 64 && name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+    }
+
     /// The DigitalOcean name to try first (nil when the mapped name is not a valid one), and the hashed name to use
     /// when the first is invalid or taken by another Docker name.
     public static func candidates(for dockerName: String) -> (preferred: String?, hashed: String) {

@@ -207,6 +207,20 @@ import VolumeService
         #expect(await volume(harness, "pgdata") != nil)
     }
 
+    /// Docker's anonymous volumes (run -v /data) are created and, made by the plugin, deleted with their container.
+    @Test func anAnonymousVolumeGoesWithItsContainer() async throws {
+        let harness = try ServiceHarness()
+        let node = try await harness.node(droplet: 1)
+        let anonymous = String(repeating: "0123456789abcdef", count: 4)
+        try await node.service.create(name: anonymous, options: [:])
+        let doName = VolumeNames.hashedName(for: anonymous)
+        #expect(await volume(harness, doName) != nil)
+        _ = try await node.service.mount(name: anonymous, id: "c1")
+        try await node.service.unmount(name: anonymous, id: "c1")
+        try await node.service.remove(name: anonymous)
+        #expect(await volume(harness, doName) == nil)
+    }
+
     @Test func removeDeletesWhatThePluginCreatedUnderPolicyDelete() async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("handmade")
