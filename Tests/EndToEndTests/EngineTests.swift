@@ -207,6 +207,55 @@ struct EngineTests {
         }
     }
 
+    /// Compose's `driver_opts` reach DigitalOcean; compose's `<project>_<volume>` maps to `<project>-<volume>`; a
+    /// second Docker name for a known volume is refused naming the first; names Docker allows behave as documented.
+    @Test func composeDriverOptsAndNamesOnARealEngine() async throws {
+        try await EngineLab.withLab { lab in
+            let engine = try await lab.startDroplet(1001)
+            try await lab.configureAndEnable(engine, droplet: 1001)
+            let driver = lab.pluginName
+            let file = lab.lab.root + "/options-compose.yml"
+            try """
+                services:
+                  app:
+                    image: bb
+                    command: sh -c 'echo composed > /data/f'
+                    volumes:
+                      - app_data:/data
+                volumes:
+                  app_data:
+                    driver: \(driver)
+                    driver_opts:
+                      size: "3GiB"
+                      fstype: xfs
+                      tags: web
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            let up = try await runCommand(
+                "docker-compose", ["-f", file, "-p", "shop", "run", "--rm", "-T", "app"],
+                environment: ["DOCKER_HOST": "unix://" + engine.socket, "COMPOSE_INTERACTIVE_NO_CLI": "1"])
+            #expect(up.status == 0, "\(up)")
+            // compose named it shop_app_data: the DigitalOcean volume is shop-app-data, made with the options.
+            let volume = try #require(await lab.lab.world.listVolumes(name: "shop-app-data", region: "nyc1").first)
+            #expect(volume.sizeGigabytes == 3 && volume.filesystemType == "xfs")
+            #expect(volume.tags == ["web", "do-storage", "do-storage-name:shop_app_data"])
+
+            // One volume, one Docker name: shop-app-data is refused, naming shop_app_data.
+            let alias = try await engine.docker("volume", "create", "-d", driver, "shop-app-data")
+            #expect(alias.status != 0 && alias.error.contains("shop_app_data"), "\(alias)")
+            // Upper case and dots map; a 200-character name gets its own hashed volume and mounts under its name.
+            try await engine.must("volume", "create", "-d", driver, "-o", "size=1", "Shop.Logs")
+            #expect(try await engine.must("volume", "inspect", "Shop.Logs", "--format", "{{index .Status \"do_name\"}}") == "shop-logs")
+            let long = String(repeating: "l", count: 200)
+            try await engine.must("volume", "create", "-d", driver, "-o", "size=1", long)
+            let hashed = try await engine.must("volume", "inspect", long, "--format", "{{index .Status \"do_name\"}}")
+            let made = await lab.lab.world.listVolumes(name: hashed, region: "nyc1")
+            #expect(hashed.count == 64 && hashed.hasPrefix("lll") && made.count == 1)
+            let written = try await engine.must(
+                "run", "--rm", "--network", "none", "-v", "\(long):/data", "bb", "sh", "-c", "echo long > /data/f && cat /data/f")
+            #expect(written == "long")
+        }
+    }
+
     @Test func aRestartAlwaysContainerComesBackWithItsDataAfterDockerdRestarts() async throws {
         try await EngineLab.withLab { lab in
             try await lab.lab.createVolume("pgdata")

@@ -111,4 +111,48 @@ struct SwarmTests {
             try await manager.must("stack", "rm", "app")
         }
     }
+
+    /// A service's `volume-opt=` and a stack's `driver_opts` reach DigitalOcean; a stack's volume `pgdata` in stack
+    /// `mystack` is `mystack_pgdata` to Docker and `mystack-pgdata` on DigitalOcean.
+    @Test func serviceVolumeOptsAndAStacksVolume() async throws {
+        try await withSwarm { lab, manager, worker in
+            try await manager.must(
+                "service", "create", "--name", "svc", "--replicas", "1", "--no-resolve-image",
+                "--mount", "type=volume,source=svcdata,destination=/data,volume-driver=\(lab.pluginName),"
+                    + "volume-opt=size=3,volume-opt=fstype=xfs,volume-opt=tags=svc",
+                "bb:latest", "sh", "-c", "echo served >> /data/log; sleep 100000")
+            _ = try await runningNode(manager, service: "svc")
+            let served = try #require(await lab.lab.world.listVolumes(name: "svcdata", region: "nyc1").first)
+            #expect(served.sizeGigabytes == 3 && served.filesystemType == "xfs")
+            #expect(served.tags == ["svc", "do-storage", "do-storage-name:svcdata"])
+            try await manager.must("service", "rm", "svc")
+
+            let file = lab.lab.root + "/stack.yml"
+            try """
+                version: "3.8"
+                services:
+                  db:
+                    image: bb:latest
+                    command: sh -c 'echo stacked >> /data/log; sleep 100000'
+                    volumes:
+                      - pgdata:/data
+                volumes:
+                  pgdata:
+                    driver: \(lab.pluginName)
+                    driver_opts:
+                      size: "2"
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            let deploy = try await runCommand(
+                "docker", ["-H", "unix://" + manager.socket, "stack", "deploy", "--resolve-image", "never", "-c", file, "mystack"],
+                environment: ["DOCKER_CONFIG": manager.dataRoot + "/client"])
+            #expect(deploy.status == 0, "\(deploy)")
+            let node = try await runningNode(manager, service: "mystack_db")
+            let engine = engine(node, manager, worker)
+            let stacked = try #require(await lab.lab.world.listVolumes(name: "mystack-pgdata", region: "nyc1").first)
+            #expect(stacked.sizeGigabytes == 2)
+            #expect(stacked.tags.contains("do-storage-name:mystack_pgdata"))
+            #expect(try await engine.must("volume", "inspect", "mystack_pgdata", "--format", "{{index .Status \"do_name\"}}") == "mystack-pgdata")
+            try await manager.must("stack", "rm", "mystack")
+        }
+    }
 }
