@@ -79,6 +79,76 @@ struct EngineTests {
         }
     }
 
+    /// Migration from the old plugin: the old README's compose file, verbatim, on two droplets that install this
+    /// plugin under the old name (`--alias cjbottaro/do_storage:latest`), on a volume the old plugin used (made and
+    /// formatted ext4 by hand). The image the file names is stood in for by the lab's busybox (no registry here).
+    @Test func theOldPluginsComposeFileWorksAfterInstallingUnderItsName() async throws {
+        try await EngineLab.withLab { lab in
+            try await lab.lab.createVolume("pgdata")
+            let oldName = "cjbottaro/do_storage:latest"
+            let reference = try await lab.startRegistry() + "/do_storage:migrate"
+            let publisher = try await lab.startDroplet(1001, createPlugin: false)
+            try await publisher.must("plugin", "create", reference, EngineE2E.pluginDirectory)
+            try await publisher.must("plugin", "push", reference)
+            let file = lab.lab.root + "/old-readme/docker-compose.yml"
+            try FileManager.default.createDirectory(atPath: lab.lab.root + "/old-readme", withIntermediateDirectories: true)
+            try """
+                version: "3.4"
+
+                services:
+                  postgres:
+                    image: postgres:alpine
+                    volumes:
+                      - pgdata:/var/lib/postgresql/data
+                    environment:
+                      PGDATA: /var/lib/postgresql/data/data # Workaround for quirk in image.
+
+                volumes:
+                  pgdata:
+                    name: pgdata
+                    driver: cjbottaro/do_storage:latest
+
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            var droplets: [Engine] = []
+            for droplet in [1002, 1003] {
+                let engine = try await lab.startDroplet(droplet, createPlugin: false)
+                try await engine.must(
+                    ["plugin", "install", "--alias", oldName, "--grant-all-permissions", reference] + lab.settings(droplet: droplet))
+                try await engine.must(
+                    "import", "--change", #"CMD ["sh", "-c", "mkdir -p $PGDATA && hostname >> $PGDATA/log && sleep 100000"]"#,
+                    lab.busyboxTarball, "postgres:alpine")
+                droplets.append(engine)
+            }
+            func compose(_ engine: Engine, _ arguments: String...) async throws -> CommandResult {
+                try await runCommand(
+                    "docker-compose", ["-f", file] + arguments,
+                    environment: ["DOCKER_HOST": "unix://" + engine.socket, "COMPOSE_INTERACTIVE_NO_CLI": "1"])
+            }
+            // node1$ docker-compose up -d; ...; docker-compose stop
+            let up = try await compose(droplets[0], "up", "-d")
+            #expect(up.status == 0, "\(up)")
+            let container = try await compose(droplets[0], "ps", "-q").output.trimmingCharacters(in: .whitespacesAndNewlines)
+            try await waitFor("the container on droplet 1002 to write") {
+                (try? await droplets[0].docker("exec", container, "cat", "/var/lib/postgresql/data/data/log"))?.status == 0
+            }
+            #expect(try await compose(droplets[0], "stop").status == 0)
+            // node2$ docker-compose up -d: the volume followed, with droplet 1's data.
+            #expect(try await compose(droplets[1], "up", "-d").status == 0)
+            let second = try await compose(droplets[1], "ps", "-q").output.trimmingCharacters(in: .whitespacesAndNewlines)
+            var lines: [Substring] = []
+            try await waitFor("the container on droplet 1003 to write") {
+                let log = try? await droplets[1].docker("exec", second, "cat", "/var/lib/postgresql/data/data/log")
+                lines = log?.output.split(separator: "\n") ?? []
+                return lines.count == 2
+            }
+            #expect(lines.count == 2, "both droplets' lines are on the one volume: \(lines)")
+            #expect(try await droplets[1].must("volume", "inspect", "pgdata", "--format", "{{.Driver}}") == oldName)
+            #expect(await lab.lab.world.listVolumes(name: nil, region: nil).count == 1, "no volume was created")
+            _ = try await compose(droplets[1], "down")
+            _ = try await compose(droplets[0], "down")
+        }
+    }
+
     @Test func theOldReadmeStoryAcrossTwoDroplets() async throws {
         try await withTwoDroplets { lab, one, two in
             try await one.must("volume", "create", "--driver", lab.pluginName, "pgdata")
