@@ -11,6 +11,8 @@ public protocol SimDeviceBackend: Sendable {
     /// Makes it disappear.
     func detach(volumeID: String, name: String, droplet: SimDroplet) async throws
     func delete(volumeID: String, name: String) async throws
+    /// Grows the volume's storage; an attached device reports its new capacity (a udev `change` event).
+    func resize(volumeID: String, sizeGigabytes: Int) async throws
 }
 
 /// Devices as plain files, for tests that run without root: the link points at the volume's backing file.
@@ -28,8 +30,11 @@ public struct FileDeviceBackend: SimDeviceBackend {
 
     public func create(volumeID: String, name: String, sizeGigabytes: Int, filesystem: String?, label: String) async throws {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-        // The first bytes say what the "device" holds, for fakes that probe it.
-        try Data((filesystem ?? "").utf8).write(to: URL(fileURLWithPath: backingFile(volumeID)))
+        // The first bytes say what the "device" holds, for fakes that probe it; the file is as large as the volume
+        // (sparse, so it costs nothing).
+        let path = backingFile(volumeID)
+        try Data((filesystem ?? "").utf8).write(to: URL(fileURLWithPath: path))
+        try Self.setSize(path, gigabytes: sizeGigabytes)
     }
 
     public func attach(volumeID: String, name: String, droplet: SimDroplet) async throws {
@@ -46,6 +51,17 @@ public struct FileDeviceBackend: SimDeviceBackend {
 
     public func delete(volumeID: String, name: String) async throws {
         try? FileManager.default.removeItem(atPath: backingFile(volumeID))
+    }
+
+    public func resize(volumeID: String, sizeGigabytes: Int) async throws {
+        try Self.setSize(backingFile(volumeID), gigabytes: sizeGigabytes)
+        onChange()
+    }
+
+    static func setSize(_ path: String, gigabytes: Int) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: UInt64(gigabytes) << 30)
+        try handle.close()
     }
 }
 
@@ -107,6 +123,16 @@ public actor LoopDeviceBackend: SimDeviceBackend {
 
     public func delete(volumeID: String, name: String) async throws {
         try? FileManager.default.removeItem(atPath: backingFile(volumeID))
+    }
+
+    /// Grows the backing file; an attached loop device is told its new capacity (`losetup -c`), and the kernel
+    /// reports the change with a uevent, as it does for a resized volume on a droplet.
+    public func resize(volumeID: String, sizeGigabytes: Int) async throws {
+        try FileDeviceBackend.setSize(backingFile(volumeID), gigabytes: sizeGigabytes)
+        if let loop = loops[volumeID] {
+            try await Self.run("losetup", ["-c", loop])
+            Self.announce(loop)
+        }
     }
 
     /// Asks the kernel for a `change` uevent on the device, which udev processes and rebroadcasts.

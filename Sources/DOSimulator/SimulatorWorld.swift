@@ -290,6 +290,16 @@ public actor SimulatorWorld {
                 throw .unprocessable("new size must be larger than the current size and at most 16384")
             }
             volumes[volume.id]?.volume.sizeGigabytes = size
+            // The storage grows as the action completes; an attached device reports its new capacity.
+            let devices = self.devices
+            let logger = self.logger
+            Task {
+                do {
+                    try await devices.resize(volumeID: volume.id, sizeGigabytes: size)
+                } catch {
+                    logger.error("Cannot grow the volume's storage", metadata: ["error": "\(error)"])
+                }
+            }
             nextActionID += 1
             let now = Date().formatted(.iso8601)
             let action = Action(

@@ -67,6 +67,25 @@ public final class ServiceHarness: Sendable {
         }
     }
 
+    /// Resizes the volume on DigitalOcean (as the control panel or doctl does) and waits until its device grew.
+    public func resize(_ name: String, toGigabytes size: Int) async throws {
+        guard let volume = await world.listVolumes(name: name, region: "nyc1").first else {
+            throw FakeError(message: "no volume \(name)")
+        }
+        do {
+            _ = try await world.startAction(
+                volumeID: volume.id, request: VolumeActionRequest(type: "resize", region: "nyc1", sizeGigabytes: size))
+        } catch {
+            throw FakeError(message: error.message)
+        }
+        let backing = root + "/data/\(volume.id).img"
+        let deadline = ContinuousClock.now + .seconds(10)
+        while FakeFilesystem.size(backing) != UInt64(size) << 30 {
+            guard ContinuousClock.now < deadline else { throw FakeError(message: "the device of \(name) did not grow") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     /// Where the volume is attached now.
     public func attachments(_ name: String) async -> [Int] {
         await world.listVolumes(name: name, region: "nyc1").first?.dropletIDs ?? []
