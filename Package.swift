@@ -61,6 +61,7 @@ let package = Package(
                 "CUdev", "CBlkid", "VolumeService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
             ],
             swiftSettings: swiftSettings),
         // The orchestration: mount/unmount/create/remove, persisted state, the seam protocols.

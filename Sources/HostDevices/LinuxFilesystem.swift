@@ -89,6 +89,122 @@ public struct LinuxFilesystem: HostFilesystem {
     }
 }
 
+extension LinuxFilesystem {
+    /// How much of each end of a device must read as zeros for it to count as blank: DigitalOcean's new volumes read
+    /// as zeros, and partition tables, LVM labels, RAID superblocks and backup headers sit within it.
+    static let zeroedEnds = 1 << 20
+
+    public func checkBlank(device: String) async throws -> BlankCheck {
+        try await NIOThreadPool.singleton.runIfActive {
+            let size = try Self.deviceSize(device)
+            if let found = try BlockProbe(device: device).anySignature() { return BlankCheck(sizeBytes: size, found: found) }
+            let fd = open(device, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw DeviceError(message: "cannot open \(device): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            let span = Int(min(UInt64(Self.zeroedEnds), size))
+            for (offset, end) in [(UInt64(0), "first"), (size - UInt64(span), "last")] {
+                var buffer = [UInt8](repeating: 0, count: span)
+                let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, span, off_t(offset)) }
+                guard count == span else {
+                    throw DeviceError(message: "cannot read \(device): \(String(cString: strerror(errno)))")
+                }
+                if buffer.contains(where: { $0 != 0 }) {
+                    return BlankCheck(sizeBytes: size, found: "data in its \(end) MiB")
+                }
+            }
+            return BlankCheck(sizeBytes: size, found: nil)
+        }
+    }
+
+    public func format(device: String, type: FilesystemType, label: String?) async throws {
+        var arguments: [String]
+        switch type {
+        case .ext4:
+            // As DigitalOcean formats: inode tables and journal initialised lazily, so a large volume is ready at once.
+            arguments = ["-t", "ext4", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
+            if let label { arguments += ["-L", label] }
+            try await Programs.run("mke2fs", arguments + [device])
+        case .xfs:
+            // No -f: mkfs.xfs itself refuses a device that holds anything it recognises.
+            arguments = ["-q"]
+            if let label { arguments += ["-L", label] }
+            try await Programs.run("mkfs.xfs", arguments + [device])
+        }
+        logger.notice("Formatted a blank volume", metadata: ["device.path": "\(device)", "fs.type": "\(type.rawValue)"])
+    }
+
+    public func sizes(device: String) async throws -> (device: UInt64, filesystem: UInt64?) {
+        try await NIOThreadPool.singleton.runIfActive {
+            (try Self.deviceSize(device), try Superblock.filesystemBytes(device: device))
+        }
+    }
+
+    public func grow(device: String, type: FilesystemType, mountpoint: String?) async throws {
+        switch (type, mountpoint) {
+        case (.ext4, nil):
+            // resize2fs requires a checked filesystem; e2fsck answers 1 when it corrected something.
+            try await Programs.run("e2fsck", ["-f", "-p", device], accept: [0, 1])
+            try await Programs.run("resize2fs", [device])
+        case (.ext4, let mountpoint?):
+            // Online: the kernel's EXT4_IOC_RESIZE_FS, which needs CAP_SYS_RESOURCE.
+            _ = mountpoint
+            try await Programs.run("resize2fs", [device])
+        case (.xfs, let mountpoint?):
+            try await Programs.run("xfs_growfs", ["-d", mountpoint])
+        case (.xfs, nil):
+            throw DeviceError(message: "xfs grows only while mounted")
+        }
+        logger.notice("Grew the filesystem", metadata: ["device.path": "\(device)", "fs.type": "\(type.rawValue)"])
+    }
+
+    /// A block device's size (or a file's), in bytes.
+    static func deviceSize(_ device: String) throws -> UInt64 {
+        let fd = open(device, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DeviceError(message: "cannot open \(device): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let end = lseek(fd, 0, SEEK_END)
+        guard end >= 0 else { throw DeviceError(message: "cannot size \(device): \(String(cString: strerror(errno)))") }
+        return UInt64(end)
+    }
+}
+
+/// The size an ext4 or xfs filesystem says it has, read from its superblock.
+enum Superblock {
+    /// Bytes, or nil when the device holds neither filesystem. Blocking.
+    static func filesystemBytes(device: String) throws -> UInt64? {
+        let fd = open(device, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DeviceError(message: "cannot open \(device): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 2048)
+        let count = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 2048, 0) }
+        guard count == 2048 else { return nil }
+        return parse(head)
+    }
+
+    /// From the device's first 2 KiB: xfs's superblock at 0 (big-endian), ext4's at 1024 (little-endian).
+    static func parse(_ head: [UInt8]) -> UInt64? {
+        func big(_ offset: Int, _ width: Int) -> UInt64 {
+            head[offset..<offset + width].reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        func little(_ offset: Int, _ width: Int) -> UInt64 {
+            head[offset..<offset + width].reversed().reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        if head.count >= 16, Array(head[0..<4]) == Array("XFSB".utf8) {
+            return big(4, 4) * big(8, 8)  // sb_blocksize × sb_dblocks
+        }
+        let ext = 1024
+        if head.count >= ext + 0x158, little(ext + 0x38, 2) == 0xEF53 {
+            let blockSize = UInt64(1024) << little(ext + 0x18, 4)  // s_log_block_size
+            var blocks = little(ext + 0x04, 4)  // s_blocks_count_lo
+            if little(ext + 0x60, 4) & 0x80 != 0 {  // INCOMPAT_64BIT: s_blocks_count_hi
+                blocks |= little(ext + 0x150, 4) << 32
+            }
+            return blocks * blockSize
+        }
+        return nil
+    }
+}
+
 /// One libblkid low-level probe of a device's superblocks and partition table: what `blkid -p` does, in process.
 /// Owns the probe, which holds the device open until it is released.
 final class BlockProbe {
@@ -109,6 +225,16 @@ final class BlockProbe {
 
     deinit {
         blkid_free_probe(probe)
+    }
+
+    /// Any signature libblkid knows (filesystem, RAID or LVM member, crypto, partition table), or nil. Blocking.
+    func anySignature() throws -> String? {
+        switch blkid_do_safeprobe(probe) {
+        case 0: return value("TYPE") ?? value("PTTYPE").map { "a \($0) partition table" } ?? "a signature"
+        case 1: return nil
+        case -2: return "more than one signature"
+        default: throw DeviceError(message: "probing \(device) failed: \(String(cString: strerror(errno)))")
+        }
     }
 
     /// The filesystem on the device, nil when it holds none. Refuses a partition table and a device with more than

@@ -190,4 +190,8 @@ public struct UdevDeviceWatcher: DeviceWatching {
     public func watch(path: String) -> any DeviceWatch {
         watcher.watch(path: path)
     }
+
+    public var eventCount: UInt64 { watcher.eventCount }
+
+    public func nextEvent(after count: UInt64) async -> UInt64 { await watcher.nextEvent(after: count) }
 }

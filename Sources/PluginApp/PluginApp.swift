@@ -29,6 +29,7 @@ public enum PluginApp {
         return DeferredDriver {
             let service = try await buildService(settings: settings, token: token, transport: transport, logger: logger)
             Task { await service.releaseUnusedAttachments() }
+            Task { await service.growOnDeviceEvents() }
             return service
         }
     }

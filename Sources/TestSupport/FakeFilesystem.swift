@@ -1,5 +1,6 @@
 import DOSimulator
 import Foundation
+import Glibc
 import NIOConcurrencyHelpers
 import VolumeService
 
@@ -8,8 +9,15 @@ extension InProcessAPI: VolumeAPI {}
 /// An in-memory `HostFilesystem`: mounts are remembered, and a device's filesystem is what `FileDeviceBackend`
 /// wrote at its start ("ext4", "xfs", or nothing for a blank volume).
 public final class FakeFilesystem: HostFilesystem {
-    private let state = NIOLockedValueBox<(mounts: [String: MountEntry], options: [String: [MountOption]], failNextMount: String?)>(
-        ([:], [:], nil))
+    private struct State {
+        var mounts: [String: MountEntry] = [:]
+        var options: [String: [MountOption]] = [:]
+        var failNextMount: String?
+        var failNextGrowth: String?
+        var operations: [String] = []
+        var filesystemBytes: [String: UInt64] = [:]
+    }
+    private let state = NIOLockedValueBox(State())
 
     public init() {}
 
@@ -25,8 +33,75 @@ public final class FakeFilesystem: HostFilesystem {
     public func forget(_ path: String) { state.withLockedValue { $0.mounts[path] = nil } }
 
     public func filesystemType(device: String) async throws -> String? {
-        let text = (try? String(contentsOfFile: device, encoding: .utf8)) ?? ""
+        let text = Self.head(device)
         return text.isEmpty ? nil : text
+    }
+
+    /// What the fake device's first bytes say it holds ("ext4", "xfs", "" for blank, anything else for other data).
+    static func head(_ device: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: device) else { return "" }
+        defer { try? handle.close() }
+        let bytes = (try? handle.read(upToCount: 64)) ?? Data()
+        return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// The size of what the device link leads to.
+    public static func size(_ device: String) -> UInt64 {
+        var info = stat()
+        return stat(device, &info) == 0 ? UInt64(info.st_size) : 0
+    }
+
+    /// Whether the device's last bytes are anything but zeros.
+    static func tailHoldsData(_ device: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: device) else { return false }
+        defer { try? handle.close() }
+        let size = size(device)
+        guard size >= 64, (try? handle.seek(toOffset: size - 64)) != nil else { return false }
+        return ((try? handle.read(upToCount: 64)) ?? Data()).contains { $0 != 0 }
+    }
+
+    /// Formats and growths, in order, as "format ext4 <device>" and "grow xfs <device> <mountpoint or ->".
+    public var operations: [String] { state.withLockedValue { $0.operations } }
+
+    /// The next growth fails with this message.
+    public func failNextGrowth(_ message: String) { state.withLockedValue { $0.failNextGrowth = message } }
+
+    public func checkBlank(device: String) async throws -> BlankCheck {
+        let head = Self.head(device)
+        let found = !head.isEmpty ? head : Self.tailHoldsData(device) ? "data at its end" : nil
+        return BlankCheck(sizeBytes: Self.size(device), found: found)
+    }
+
+    public func format(device: String, type: FilesystemType, label: String?) async throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: device))
+        try handle.write(contentsOf: Data(type.rawValue.utf8))
+        try handle.close()
+        state.withLockedValue {
+            $0.operations.append("format \(type.rawValue) \(device)")
+            $0.filesystemBytes[device] = Self.size(device)
+        }
+    }
+
+    /// The filesystem's size is the device's when first asked, and after each growth.
+    public func sizes(device: String) async throws -> (device: UInt64, filesystem: UInt64?) {
+        let size = Self.size(device)
+        let filesystem = state.withLockedValue { state -> UInt64 in
+            if let known = state.filesystemBytes[device] { return known }
+            state.filesystemBytes[device] = size
+            return size
+        }
+        return (size, Self.head(device).isEmpty ? nil : filesystem)
+    }
+
+    public func grow(device: String, type: FilesystemType, mountpoint: String?) async throws {
+        try state.withLockedValue { state in
+            state.operations.append("grow \(type.rawValue) \(device) \(mountpoint ?? "-")")
+            if let message = state.failNextGrowth {
+                state.failNextGrowth = nil
+                throw FakeError(message: message)
+            }
+            state.filesystemBytes[device] = Self.size(device)
+        }
     }
 
     public func mounts(under root: String) async throws -> [MountEntry] {
@@ -57,4 +132,5 @@ public final class FakeFilesystem: HostFilesystem {
 public struct FakeError: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
+    public init(message: String) { self.message = message }
 }

@@ -105,6 +105,8 @@ extension VolumeService {
         var record = VolumeRecord(
             name: name, doName: doName, volumeID: volume.id, createdAt: time.wallClock(),
             mountOptions: options.mountOptions, onRemove: options.onRemove)
+        record.formatAs = options.fstype
+        record.formatLabel = options.label
         record.saw(volume)
         state.volumes[name] = record
         try await persist()

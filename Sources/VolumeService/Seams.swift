@@ -21,6 +21,11 @@ extension DOClient: VolumeAPI {}
 
 /// Watches for block devices to appear and disappear. The production implementation listens to udev.
 public protocol DeviceWatching: Sendable {
+    /// A count of device events so far (appeared, disappeared, changed size).
+    var eventCount: UInt64 { get }
+    /// Returns once an event after `count` has happened (or the task is cancelled); the new count.
+    func nextEvent(after count: UInt64) async -> UInt64
+
     /// Starts watching `path` (a `/dev/disk/by-id/...` link). Call it before the action that makes the device
     /// appear, so no event is missed.
     func watch(path: String) -> any DeviceWatch
@@ -60,4 +65,30 @@ public protocol HostFilesystem: Sendable {
     func mount(device: String, at path: String, type: String, options: [MountOption]) async throws
     /// Unmounts `path`.
     func unmount(path: String) async throws
+    /// Reads the device in full for anything on it (see `BlankCheck`). Writes nothing.
+    func checkBlank(device: String) async throws -> BlankCheck
+    /// Makes a filesystem on the device. Call only on a device `checkBlank` found blank.
+    func format(device: String, type: FilesystemType, label: String?) async throws
+    /// The device's size and the size of the ext4 or xfs filesystem on it (nil when it holds neither), in bytes. The
+    /// filesystem's size is read from its superblock on the device: exact while it is not mounted.
+    func sizes(device: String) async throws -> (device: UInt64, filesystem: UInt64?)
+    /// Grows the filesystem on the device to fill it: ext4 while unmounted (`mountpoint` nil: a forced check, then
+    /// the resize), ext4 or xfs while mounted at `mountpoint` (online).
+    func grow(device: String, type: FilesystemType, mountpoint: String?) async throws
+}
+
+/// What a full read of a device found.
+public struct BlankCheck: Sendable, Equatable {
+    /// The device's size in bytes.
+    public var sizeBytes: UInt64
+    /// Nil when the device is blank: no filesystem, RAID, LVM or other signature, no partition table, and only
+    /// zeros in its first and last MiB. Otherwise what was found.
+    public var found: String?
+
+    public init(sizeBytes: UInt64, found: String?) {
+        self.sizeBytes = sizeBytes
+        self.found = found
+    }
+
+    public var isBlank: Bool { found == nil }
 }

@@ -28,6 +28,13 @@ public struct SignalDeviceWatcher: DeviceWatching {
         self.logger = logger
     }
 
+    public var eventCount: UInt64 { signal.generation }
+
+    public func nextEvent(after count: UInt64) async -> UInt64 {
+        await signal.wait(after: count)
+        return signal.generation
+    }
+
     public func watch(path: String) -> any DeviceWatch {
         Watch(path: path, signal: signal, resolve: resolve, fallbackInterval: fallbackInterval, time: time, logger: logger)
     }

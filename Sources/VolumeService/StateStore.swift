@@ -24,6 +24,10 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var seen: SeenVolume?
     /// The last failure worth showing in Status (a failed growth, say); nil when none.
     public var lastError: String?
+    /// `-o fstype=` given at Create: the filesystem to make on the volume if it turns out blank.
+    public var formatAs: FilesystemType?
+    /// `-o fslabel=` given at Create, for that filesystem.
+    public var formatLabel: String?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],
@@ -56,6 +60,8 @@ public struct SeenVolume: Codable, Sendable, Equatable {
     public var device: String?
     /// It carries the `do-storage` marker tag.
     public var createdByPlugin: Bool
+    /// The filesystem's size in bytes, as read before the last mount and after each growth.
+    public var filesystemBytes: UInt64?
 
     public init(sizeGiB: Int, fstype: String, attachedTo: Int?, device: String? = nil, createdByPlugin: Bool) {
         self.sizeGiB = sizeGiB

@@ -64,6 +64,8 @@ public actor VolumeService: VolumeDriver {
     var state: PersistedState
     /// Names DigitalOcean did not know, for a short while.
     var negativeLookups: RecentMisses
+    /// Device sizes at which an online growth failed, by volume name: not tried again until the size changes.
+    var failedOnlineGrowth: [String: UInt64] = [:]
     let volumeLocks = AsyncKeyedLock()
     let dropletLock = AsyncKeyedLock()
 
@@ -189,9 +191,7 @@ public actor VolumeService: VolumeDriver {
             let (volume, device, attachedByUs) = try await bringHere(&record)
             record.saw(volume, device: device)
             do {
-                try await mountDevice(
-                    device, at: mountpoint, name: name, doName: record.doName,
-                    options: record.mountOptions ?? configuration.defaults.mountOptions)
+                try await mountDevice(device, at: mountpoint, record: &record)
             } catch {
                 if attachedByUs && configuration.detachOnUnmount {
                     do {
@@ -363,30 +363,5 @@ public actor VolumeService: VolumeDriver {
         }
         record.volumeID = volume.id
         return volume.id
-    }
-
-    func mountDevice(
-        _ device: String, at mountpoint: String, name: String, doName: String, options: [MountOption]
-    ) async throws {
-        let type: String?
-        do {
-            type = try await filesystem.filesystemType(device: device)
-        } catch {
-            throw VolumeError(.mountFailed, "cannot read the filesystem of volume \(name) on \(device): \(error)")
-        }
-        guard let type else {
-            // The path on the droplet itself, where the user runs mkfs (DEVICE_DIR is where the plugin sees it).
-            let link = "/dev/disk/by-id/" + VolumeNames.deviceLinkName(for: doName)
-            throw VolumeError(
-                .blankDevice,
-                "volume \(name) has no filesystem; this driver never formats a volume by itself, so nothing is lost by "
-                    + "mistake. Format it once from a droplet it is attached to (mkfs.ext4 \(link)), or create volumes "
-                    + "with a filesystem (doctl compute volume create ... --fs-type ext4)")
-        }
-        do {
-            try await filesystem.mount(device: device, at: mountpoint, type: type, options: options)
-        } catch {
-            throw VolumeError(.mountFailed, "cannot mount volume \(name) (\(type) on \(device)) at \(mountpoint): \(error)")
-        }
     }
 }

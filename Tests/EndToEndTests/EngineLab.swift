@@ -174,6 +174,7 @@ final class EngineLab: @unchecked Sendable {
     private init(lab: Lab) throws {
         self.lab = lab
         busyboxTarball = lab.root + "/busybox.tar"
+        pluginDirectory = lab.root + "/plugin"
         let image = lab.root + "/busybox-root"
         try FileManager.default.createDirectory(atPath: image + "/bin", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "/usr/bin/busybox", toPath: image + "/bin/busybox")
@@ -185,6 +186,38 @@ final class EngineLab: @unchecked Sendable {
         tar.arguments = ["-C", image, "-cf", busyboxTarball, "."]
         try tar.run()
         tar.waitUntilExit()
+        try Self.preparePlugin(at: pluginDirectory)
+    }
+
+    /// The plugin as the droplets here install it: plugin/build's rootfs and config.json, less CAP_SYS_RESOURCE
+    /// (online ext4 growth) where this machine withholds it, as these build machines do from every process: runc
+    /// refuses to start a plugin that asks for a capability it cannot grant. That is the only difference from a
+    /// droplet.
+    let pluginDirectory: String
+
+    /// Whether this machine can grant CAP_SYS_RESOURCE (bit 24 of the bounding set).
+    static var grantsSysResource: Bool {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("CapBnd:") } ?? ""
+        let mask = UInt64(line.split(separator: "\t").last.map(String.init) ?? "", radix: 16) ?? 0
+        return mask >> 24 & 1 == 1
+    }
+
+    static func preparePlugin(at directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let copy = Process()
+        copy.executableURL = URL(fileURLWithPath: "/bin/cp")
+        copy.arguments = ["-a", EngineE2E.pluginDirectory + "/rootfs", directory + "/rootfs"]
+        try copy.run()
+        copy.waitUntilExit()
+        guard copy.terminationStatus == 0 else { throw LabError("cannot copy the plugin's rootfs") }
+        let data = try Data(contentsOf: URL(fileURLWithPath: EngineE2E.pluginDirectory + "/config.json"))
+        guard var config = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+            var linux = config["linux"] as? [String: Any], let capabilities = linux["capabilities"] as? [String]
+        else { throw LabError("plugin/config.json has no linux.capabilities") }
+        if !grantsSysResource { linux["capabilities"] = capabilities.filter { $0 != "CAP_SYS_RESOURCE" } }
+        config["linux"] = linux
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
     }
 
     /// The folder that stands for droplet `droplet`'s /dev/disk: every droplet here shares the host's /dev, so each
@@ -204,7 +237,7 @@ final class EngineLab: @unchecked Sendable {
         engines.append(engine)
         try await engine.waitUntilReady()
         try await engine.importBusybox(tarball: busyboxTarball)
-        if createPlugin { try await engine.must("plugin", "create", pluginName, EngineE2E.pluginDirectory) }
+        if createPlugin { try await engine.must("plugin", "create", pluginName, pluginDirectory) }
         return engine
     }
 

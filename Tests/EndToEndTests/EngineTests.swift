@@ -61,7 +61,7 @@ struct EngineTests {
             try await lab.lab.createVolume("pgdata")
             let reference = try await lab.startRegistry() + "/do_storage:test"
             let publisher = try await lab.startDroplet(1001, createPlugin: false)
-            try await publisher.must("plugin", "create", reference, EngineE2E.pluginDirectory)
+            try await publisher.must("plugin", "create", reference, lab.pluginDirectory)
             try await publisher.must("plugin", "push", reference)
 
             let droplet = try await lab.startDroplet(1002, createPlugin: false)
@@ -88,7 +88,7 @@ struct EngineTests {
             let oldName = "cjbottaro/do_storage:latest"
             let reference = try await lab.startRegistry() + "/do_storage:migrate"
             let publisher = try await lab.startDroplet(1001, createPlugin: false)
-            try await publisher.must("plugin", "create", reference, EngineE2E.pluginDirectory)
+            try await publisher.must("plugin", "create", reference, lab.pluginDirectory)
             try await publisher.must("plugin", "push", reference)
             let file = lab.lab.root + "/old-readme/docker-compose.yml"
             try FileManager.default.createDirectory(atPath: lab.lab.root + "/old-readme", withIntermediateDirectories: true)
@@ -323,6 +323,82 @@ struct EngineTests {
             let written = try await engine.must(
                 "run", "--rm", "--network", "none", "-v", "\(long):/data", "bb", "sh", "-c", "echo long > /data/f && cat /data/f")
             #expect(written == "long")
+        }
+    }
+
+    /// Volumes resized on DigitalOcean grow: xfs online while a container writes (df shows it within 10 s), ext4
+    /// online where the machine grants CAP_SYS_RESOURCE and otherwise at its next Mount (the failure shown in
+    /// Status meanwhile), and both at the next Mount when resized while unmounted. A blank volume whose Create asked
+    /// for a filesystem is formatted; the data written stays intact throughout.
+    @Test func resizedVolumesGrowAndABlankVolumeIsFormattedWhenAsked() async throws {
+        try await EngineLab.withLab { lab in
+            for (name, fs) in [("logs", "xfs"), ("db", "ext4"), ("cold-xfs", "xfs"), ("cold-ext4", "ext4")] {
+                try await lab.lab.createVolume(name, filesystem: fs)
+            }
+            try await lab.lab.createVolume("blank", filesystem: nil)
+            let engine = try await lab.startDroplet(1001)
+            try await lab.configureAndEnable(engine, droplet: 1001)
+            let driver = lab.pluginName
+            func resize(_ name: String) async throws {
+                let volume = try #require(await lab.lab.world.listVolumes(name: name, region: "nyc1").first)
+                _ = try await lab.lab.world.startAction(
+                    volumeID: volume.id, request: VolumeActionRequest(type: "resize", region: "nyc1", sizeGigabytes: 2))
+            }
+            /// The size `df` shows for the container's /data, in KiB.
+            func dfSize(_ arguments: [String]) async throws -> Int {
+                let output = try await engine.must(arguments + ["df", "-k", "/data"])
+                let fields = output.split(separator: "\n").last?.split(separator: " ") ?? []
+                return fields.count > 1 ? Int(fields[1]) ?? 0 : 0
+            }
+            let grown = 3 << 19  // 1.5 GiB in KiB: a 2 GiB volume shows more
+
+            // xfs, online, while a container writes.
+            try await engine.must(
+                "run", "-d", "--name", "writer", "--network", "none", "-v", "logs:/data", "--volume-driver", driver, "bb",
+                "sh", "-c", "i=0; while true; do echo $i >> /data/log; i=$((i+1)); sleep 0.02; done")
+            try await waitFor("the writer to write") { try await dfSize(["exec", "writer"]) > 0 }
+            #expect(try await dfSize(["exec", "writer"]) < grown)
+            let resized = ContinuousClock.now
+            try await resize("logs")
+            try await waitFor("df in the writer to show the new size", timeout: .seconds(10)) {
+                try await dfSize(["exec", "writer"]) > grown
+            }
+            print("xfs online growth seen by df in the container \(ContinuousClock.now - resized) after the resize")
+            try await engine.must("rm", "-f", "writer")
+            let log = try await engine.must("run", "--rm", "--network", "none", "-v", "logs:/data", "bb", "cat", "/data/log")
+            let lines = log.split(separator: "\n").compactMap { Int($0) }
+            #expect(lines.count > 10 && lines == Array(0..<lines.count), "every line written is there, in order")
+
+            // ext4 resized while mounted.
+            try await engine.must("run", "-d", "--name", "db", "--network", "none", "-v", "db:/data", "bb", "sleep", "100000")
+            try await engine.must("exec", "db", "sh", "-c", "echo kept > /data/f")
+            try await resize("db")
+            if EngineLab.grantsSysResource {
+                try await waitFor("ext4 to grow online", timeout: .seconds(10)) { try await dfSize(["exec", "db"]) > grown }
+            } else {
+                try await waitFor("Status to show the failed online growth", timeout: .seconds(10)) {
+                    let error = try await engine.must("volume", "inspect", "db", "--format", "{{index .Status \"last_error\"}}")
+                    return error.contains("grows at the volume's next Mount")
+                }
+                #expect(try await dfSize(["exec", "db"]) < grown)
+            }
+            try await engine.must("rm", "-f", "db")
+            #expect(try await dfSize(["run", "--rm", "--network", "none", "-v", "db:/data", "bb"]) > grown)
+            #expect(try await engine.must("run", "--rm", "--network", "none", "-v", "db:/data", "bb", "cat", "/data/f") == "kept")
+            #expect(try await engine.must("volume", "inspect", "db", "--format", "{{index .Status \"last_error\"}} {{index .Status \"size_gib\"}}") == " 2")
+
+            // Resized while not mounted: the next container sees the new size.
+            for name in ["cold-xfs", "cold-ext4"] {
+                try await resize(name)
+                #expect(try await dfSize(["run", "--rm", "--network", "none", "-v", "\(name):/data", "--volume-driver", driver, "bb"]) > grown, "\(name)")
+            }
+
+            // A blank volume: refused until its Create asks for a filesystem, then formatted.
+            try await engine.must("volume", "create", "-d", driver, "-o", "fstype=ext4", "-o", "fslabel=blank", "blank")
+            let output = try await engine.must(
+                "run", "--rm", "--network", "none", "-v", "blank:/data", "bb", "sh", "-c", "echo fresh > /data/f && cat /data/f")
+            #expect(output == "fresh")
+            #expect(try await engine.must("volume", "inspect", "blank", "--format", "{{index .Status \"fstype\"}}") == "ext4")
         }
     }
 

@@ -83,9 +83,10 @@ struct LinuxFilesystemTests {
         #expect(error?.message.contains("umount(2) failed") == true)
     }
 
-    /// A sparse image file of `megabytes`, formatted with `mkfs` arguments when given.
-    func image(_ path: String, megabytes: UInt64, mkfs: [String]? = nil) throws {
-        try Data().write(to: URL(fileURLWithPath: path))
+    /// A sparse image file of `megabytes`, formatted with `mkfs` arguments when given; with `keep`, an existing
+    /// image is only resized.
+    func image(_ path: String, megabytes: UInt64, mkfs: [String]? = nil, keep: Bool = false) throws {
+        if !keep { try Data().write(to: URL(fileURLWithPath: path)) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.truncate(atOffset: megabytes << 20)
         try handle.close()
@@ -140,5 +141,110 @@ struct LinuxFilesystemTests {
             try await filesystem.filesystemType(device: root + "/missing.img")
         }
         #expect(missing?.message.contains("cannot open") == true, "\(String(describing: missing))")
+    }
+
+    /// `losetup` with arguments; its output.
+    @discardableResult
+    func losetup(_ arguments: String...) throws -> String {
+        let process = Process()
+        let pipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/losetup")
+        process.arguments = arguments
+        process.standardOutput = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "losetup \(arguments) failed")
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Runs `body` with each image attached to a loop device (detached afterwards, also on failure).
+    func withLoops(_ images: [String], _ body: ([String]) async throws -> Void) async throws {
+        var loops: [String] = []
+        defer { for loop in loops { _ = try? losetup("-d", loop) } }
+        for image in images { loops.append(try losetup("--find", "--show", image)) }
+        try await body(loops)
+    }
+
+    /// The formatting safety table on real loop devices: only a device that is blank through and through counts
+    /// as blank; anything else is never formatted.
+    @Test func onlyATrulyBlankDeviceIsBlank() async throws {
+        let root = "/tmp/do-storage-blank-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let megabytes: UInt64 = 16
+        try image(root + "/blank.img", megabytes: megabytes)
+        try image(root + "/ext4.img", megabytes: megabytes, mkfs: ["mkfs.ext4", "-q", "-F"])
+        try image(root + "/xfs.img", megabytes: 320, mkfs: ["mkfs.xfs", "-q", "-f"])
+        try image(root + "/dos.img", megabytes: megabytes)
+        try write([0x55, 0xAA], to: root + "/dos.img", at: 510)
+        try image(root + "/lvm.img", megabytes: megabytes)
+        try write(Array("LABELONE".utf8) + [1, 0, 0, 0, 0, 0, 0, 0], to: root + "/lvm.img", at: 512)
+        try write(Array("LVM2 001".utf8), to: root + "/lvm.img", at: 512 + 24)
+        try image(root + "/raid.img", megabytes: megabytes)
+        try write([0xFC, 0x4E, 0x2B, 0xA9, 1, 0, 0, 0], to: root + "/raid.img", at: 4096)  // md 1.2 superblock magic
+        try image(root + "/random.img", megabytes: megabytes)
+        try write((0..<(megabytes << 20)).map { _ in UInt8.random(in: 0...255) }, to: root + "/random.img", at: 0)
+        // An ext4 superblock only near the device's end (a filesystem whose start was overwritten, say).
+        try image(root + "/tail.img", megabytes: megabytes)
+        let ext4 = try FileHandle(forReadingFrom: URL(fileURLWithPath: root + "/ext4.img"))
+        let head = try #require(try ext4.read(upToCount: 4096))
+        try ext4.close()
+        try write(Array(head), to: root + "/tail.img", at: (megabytes << 20) - 65536)
+
+        let names = ["blank", "ext4", "xfs", "dos", "lvm", "raid", "random", "tail"]
+        try await withLoops(names.map { "\(root)/\($0).img" }) { loops in
+            let filesystem = LinuxFilesystem(logger: Logger(label: "test"))
+            var found: [String: String?] = [:]
+            for (name, loop) in zip(names, loops) {
+                let check = try await filesystem.checkBlank(device: loop)
+                #expect(check.sizeBytes == (name == "xfs" ? 320 : megabytes) << 20, "\(name)")
+                found[name] = check.found
+            }
+            #expect(found["blank"] == .some(nil), "the blank device is blank")
+            for name in names where name != "blank" {
+                #expect(found[name] != .some(nil), "\(name) is not blank: \(String(describing: found[name]))")
+            }
+            #expect(found["ext4"] == "ext4" && found["xfs"] == "xfs")
+            #expect(found["dos"] == "a dos partition table")
+
+            // The blank one formats, and then holds ext4 of the device's size.
+            try await filesystem.format(device: loops[0], type: .ext4, label: "data")
+            #expect(try await filesystem.filesystemType(device: loops[0]) == "ext4")
+            let sizes = try await filesystem.sizes(device: loops[0])
+            #expect(sizes.device == megabytes << 20 && sizes.filesystem == megabytes << 20)
+        }
+    }
+
+    /// Growth on real loop devices: ext4 offline (check, then resize), xfs online at its mount point.
+    @Test func filesystemsGrowIntoALargerDevice() async throws {
+        let root = "/tmp/do-storage-grow-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
+        defer {
+            while umount2(root + "/mnt", Int32(MNT_DETACH)) == 0 {}
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        try image(root + "/ext4.img", megabytes: 32, mkfs: ["mkfs.ext4", "-q", "-F"])
+        try image(root + "/xfs.img", megabytes: 320, mkfs: ["mkfs.xfs", "-q", "-f"])
+        try await withLoops([root + "/ext4.img", root + "/xfs.img"]) { loops in
+            let filesystem = LinuxFilesystem(logger: Logger(label: "test"))
+            try image(root + "/ext4.img", megabytes: 64, keep: true)
+            try image(root + "/xfs.img", megabytes: 640, keep: true)
+            try losetup("-c", loops[0])
+            try losetup("-c", loops[1])
+            #expect(try await filesystem.sizes(device: loops[0]) == (64 << 20, 32 << 20))
+            try await filesystem.grow(device: loops[0], type: .ext4, mountpoint: nil)
+            #expect(try await filesystem.sizes(device: loops[0]) == (64 << 20, 64 << 20))
+
+            try await filesystem.mount(device: loops[1], at: root + "/mnt", type: "xfs", options: [])
+            var before = statvfs()
+            #expect(statvfs(root + "/mnt", &before) == 0)
+            try await filesystem.grow(device: loops[1], type: .xfs, mountpoint: root + "/mnt")
+            var after = statvfs()
+            #expect(statvfs(root + "/mnt", &after) == 0)
+            #expect(UInt64(before.f_blocks) * UInt64(before.f_frsize) < 320 << 20)
+            #expect(UInt64(after.f_blocks) * UInt64(after.f_frsize) > 500 << 20, "xfs grew online into the 640 MiB device")
+            try await filesystem.unmount(path: root + "/mnt")
+        }
     }
 }
