@@ -5,8 +5,14 @@ import Logging
 /// Remove under its policy.
 extension VolumeService {
     public func create(name: String, options: [String: String]) async throws {
-        try checkDockerName(name)
         let options = try CreateOptions(parsing: options, defaultFilesystem: configuration.defaults.fstype)
+        try await register(name, options: options, mayCreate: true)
+    }
+
+    /// Makes `name` known here: adopts the DigitalOcean volume it maps to, or, with `mayCreate` and AUTO_CREATE,
+    /// creates it.
+    func register(_ name: String, options: CreateOptions, mayCreate: Bool) async throws {
+        try checkDockerName(name)
         try await volumeLocks.withLock(name) {
             // Docker retries Create, and swarm sends it for every task: a known volume is done.
             if state.volumes[name] != nil { return }
@@ -17,6 +23,7 @@ extension VolumeService {
                 logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
                 return
             }
+            guard mayCreate else { throw VolumeError(.notFound, "no such volume: \(name)") }
             guard configuration.defaults.autoCreate else {
                 throw VolumeError(
                     .notFound,
@@ -115,12 +122,13 @@ extension VolumeService {
 
     /// Options that contradict an existing volume change nothing and fail.
     func checkAdoption(_ volume: Volume, options: CreateOptions, name: String) throws {
-        if let size = options.sizeGiB, size != volume.sizeGigabytes {
+        // A smaller size is the one it was made with before a resize (compose files keep it): that is no contradiction.
+        if let size = options.sizeGiB, size > volume.sizeGigabytes {
             throw VolumeError(
                 .invalidOption,
                 "size=\(size)GiB contradicts the existing DigitalOcean volume \(volume.name), which has "
-                    + "\(volume.sizeGigabytes) GiB; leave size out to use it (resize it with doctl compute "
-                    + "volume-action resize to grow it)")
+                    + "\(volume.sizeGigabytes) GiB and is never resized silently; grow it with doctl compute "
+                    + "volume-action resize (do_storage then grows its filesystem), or leave size out to use it")
         }
         if let fstype = options.fstype, !volume.filesystemType.isEmpty, fstype.rawValue != volume.filesystemType {
             throw VolumeError(

@@ -49,7 +49,7 @@ public struct UnconfiguredDriver: VolumeDriver {
 /// The orchestration: brings DigitalOcean volumes to this droplet and mounts them, counts Docker's references,
 /// releases them on the last unmount, and persists what it knows.
 ///
-/// Get, List and Path answer from the registry and never call DigitalOcean for a known volume. Mount, Unmount,
+/// Get, List and Path answer from the registry and never call DigitalOcean. Mount, Unmount,
 /// Create and Remove of one volume are serialised; different volumes proceed in parallel, and this droplet's own
 /// attach/detach actions are serialised (DigitalOcean allows one pending event per droplet).
 public actor VolumeService: VolumeDriver {
@@ -151,18 +151,13 @@ public actor VolumeService: VolumeDriver {
 
     // MARK: VolumeDriver
 
+    /// Answers from the registry only. A volume this droplet does not know yet is "not found", even when it exists
+    /// on DigitalOcean: Docker then sends Create, with the options of `docker volume create`, compose's
+    /// `driver_opts` or a service's `volume-opt`, and Create adopts it (checking those options). Had Get found it,
+    /// Docker would have dropped them. No DigitalOcean call, so probing every driver for a name stays fast.
     public func get(name: String) async throws -> VolumeInfo {
-        if let record = state.volumes[name] { return info(record) }
-        guard VolumeNames.isValidDockerName(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
-        return try await volumeLocks.withLock(name) {
-            if let record = state.volumes[name] { return info(record) }
-            guard case (let doName, let volume?) = try await resolve(name) else {
-                throw VolumeError(.notFound, "no such volume: \(name)")
-            }
-            let record = try await register(name: name, doName: doName, volume: volume, options: CreateOptions())
-            logger.info("Volume found on DigitalOcean", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
-            return info(record)
-        }
+        guard let record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        return info(record)
     }
 
     public func list() async throws -> [VolumeInfo] {
@@ -175,7 +170,7 @@ public actor VolumeService: VolumeDriver {
     }
 
     public func mount(name: String, id: String) async throws -> String {
-        if state.volumes[name] == nil { _ = try await get(name: name) }
+        if state.volumes[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
         return try await volumeLocks.withLock(name) {
             guard var record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
             let mountpoint = mountpoint(for: name)

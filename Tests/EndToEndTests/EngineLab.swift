@@ -217,7 +217,9 @@ final class EngineLab: @unchecked Sendable {
         else { throw LabError("plugin/config.json has no linux.capabilities") }
         if !grantsSysResource { linux["capabilities"] = capabilities.filter { $0 != "CAP_SYS_RESOURCE" } }
         config["linux"] = linux
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
+        // Unescaped slashes: dockerd reads "docker.volumedriver/1.0" byte by byte, and "\\/" would hide the capability.
+        try JSONSerialization.data(withJSONObject: config, options: [.withoutEscapingSlashes])
+            .write(to: URL(fileURLWithPath: directory + "/config.json"))
     }
 
     /// The folder that stands for droplet `droplet`'s /dev/disk: every droplet here shares the host's /dev, so each

@@ -385,7 +385,7 @@ struct EngineTests {
             try await engine.must("rm", "-f", "db")
             #expect(try await dfSize(["run", "--rm", "--network", "none", "-v", "db:/data", "bb"]) > grown)
             #expect(try await engine.must("run", "--rm", "--network", "none", "-v", "db:/data", "bb", "cat", "/data/f") == "kept")
-            #expect(try await engine.must("volume", "inspect", "db", "--format", "{{index .Status \"last_error\"}} {{index .Status \"size_gib\"}}") == " 2")
+            #expect(try await engine.must("volume", "inspect", "db", "--format", "[{{index .Status \"last_error\"}}] {{index .Status \"size_gib\"}}") == "[] 2")
 
             // Resized while not mounted: the next container sees the new size.
             for name in ["cold-xfs", "cold-ext4"] {

@@ -66,6 +66,7 @@ import VolumeService
 
     @Test func getEchoesNameWithRFC3339CreatedAt() async throws {
         try await withPlugin { client, _, _ in
+            _ = try await call(client, "VolumeDriver.Create", #"{"Name":"data"}"#)
             let (status, object) = try await call(client, "VolumeDriver.Get", #"{"Name":"data"}"#)
             #expect(status == 200)
             #expect(object["Err"] as? String == "")

@@ -157,7 +157,7 @@ import VolumeService
         try await harness.createVolume("pgdata")  // 1 GiB, ext4, made out of band
         let node = try await harness.node(droplet: 1)
         let size = await #expect(throws: VolumeError.self) { try await node.service.create(name: "pgdata", options: ["size": "2"]) }
-        #expect(size?.message.contains("has 1 GiB") == true)
+        #expect(size?.message.contains("has 1 GiB and is never resized silently") == true)
         let fstype = await #expect(throws: VolumeError.self) { try await node.service.create(name: "pgdata", options: ["fstype": "xfs"]) }
         #expect(fstype?.message.contains("formatted ext4") == true)
         #expect(await node.service.records.isEmpty)
@@ -176,8 +176,10 @@ import VolumeService
         #expect(error?.message.contains("app_data") == true, "\(String(describing: error))")
         // Another droplet maps it back the same way, and refuses the alias too.
         let other = try await harness.node(droplet: 2)
+        try await other.service.create(name: "app_data", options: [:])
         #expect(try await other.service.get(name: "app_data").status["do_name"] == "app-data")
-        await #expect(throws: VolumeError.self) { try await other.service.get(name: "app-data") }
+        let alias = await #expect(throws: VolumeError.self) { try await other.service.create(name: "app-data", options: [:]) }
+        #expect(alias?.message.contains("belongs to the Docker volume \"app_data\"") == true, "\(String(describing: alias))")
     }
 
     @Test func aMappedNameTakenByAnotherDockerNameGetsTheHashedName() async throws {

@@ -26,18 +26,19 @@ import TestSupport
         #expect(misses.contains("n4", now: start + .seconds(1)))
     }
 
-    /// Thousands of Gets for names DigitalOcean does not have, within one TTL: each is looked up once, and the
+    /// Thousands of Mounts for names DigitalOcean does not have, within one TTL: each is looked up once, and the
     /// service remembers no more than its capacity.
     @Test func aStreamOfUnknownNamesKeepsTheServiceBounded() async throws {
         let harness = try ServiceHarness()
         let node = try await harness.node(droplet: 1) { $0.negativeLookupTTL = .seconds(60) }
         for index in 0..<3000 {
-            await #expect(throws: VolumeError.self) { try await node.service.get(name: "missing-\(index)") }
+            await #expect(throws: VolumeError.self) { try await node.service.mount(name: "missing-\(index)", id: "c") }
         }
+        #expect(harness.api.calls.total == 3000)
         #expect(await node.service.negativeLookups.count <= 1024)
         // A remembered miss is answered without asking DigitalOcean again.
         harness.api.calls.reset()
-        await #expect(throws: VolumeError.self) { try await node.service.get(name: "missing-2999") }
+        await #expect(throws: VolumeError.self) { try await node.service.mount(name: "missing-2999", id: "c") }
         #expect(harness.api.calls.total == 0)
     }
 }
