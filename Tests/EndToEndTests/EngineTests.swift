@@ -370,7 +370,8 @@ struct EngineTests {
             #expect(lines.count > 10 && lines == Array(0..<lines.count), "every line written is there, in order")
 
             // ext4 resized while mounted.
-            try await engine.must("run", "-d", "--name", "db", "--network", "none", "-v", "db:/data", "bb", "sleep", "100000")
+            try await engine.must(
+                "run", "-d", "--name", "db", "--network", "none", "-v", "db:/data", "--volume-driver", driver, "bb", "sleep", "100000")
             try await engine.must("exec", "db", "sh", "-c", "echo kept > /data/f")
             try await resize("db")
             if EngineLab.grantsSysResource {
