@@ -21,7 +21,7 @@ enum Programs {
             case .exited(let status): code = status
             case .signaled(let signal): code = 128 + signal
             }
-            output = ((result.standardError ?? "") + " " + (result.standardOutput ?? ""))
+            output = (result.standardError + " " + result.standardOutput)
                 .split(whereSeparator: \.isWhitespace).joined(separator: " ")
         } catch {
             throw DeviceError(message: "cannot run \(tool): \(error)")
