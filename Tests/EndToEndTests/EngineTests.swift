@@ -289,25 +289,56 @@ struct EngineTests {
                 services:
                   app:
                     image: bb
-                    command: sh -c 'echo composed > /data/f'
+                    command: sh -c 'echo composed > /data/f && cat /proc/mounts'
                     volumes:
                       - app_data:/data
+                  logs:
+                    image: bb
+                    command: "true"
+                    volumes:
+                      - logs:/data
                 volumes:
                   app_data:
                     driver: \(driver)
                     driver_opts:
                       size: "3GiB"
                       fstype: xfs
+                      fslabel: shop
+                      description: the shop
                       tags: web
+                      mountopts: nodev,noexec
+                  logs:
+                    driver: \(driver)
+                    driver_opts:
+                      size: "1"
+                      onremove: delete
                 """.write(toFile: file, atomically: true, encoding: .utf8)
-            let up = try await runCommand(
-                "docker-compose", ["-f", file, "-p", "shop", "run", "--rm", "-T", "app"],
-                environment: ["DOCKER_HOST": "unix://" + engine.socket, "COMPOSE_INTERACTIVE_NO_CLI": "1"])
+            func compose(_ arguments: String...) async throws -> CommandResult {
+                try await runCommand(
+                    "docker-compose", ["-f", file, "-p", "shop"] + arguments,
+                    environment: ["DOCKER_HOST": "unix://" + engine.socket, "COMPOSE_INTERACTIVE_NO_CLI": "1"])
+            }
+            let up = try await compose("run", "--rm", "-T", "app")
             #expect(up.status == 0, "\(up)")
-            // compose named it shop_app_data: the DigitalOcean volume is shop-app-data, made with the options.
+            let line = up.output.split(separator: "\n").first { $0.contains(" /data ") } ?? ""
+            #expect(line.contains(" xfs ") && line.contains("nodev") && line.contains("noexec"), "mountopts: \(line)")
+            // compose named it shop_app_data: the DigitalOcean volume is shop-app-data, made with the options, as the
+            // simulator's request log shows.
+            let post = lab.lab.server.recorded.first { $0.method == "POST" && $0.path == "/v2/volumes" }?.requestBody ?? ""
+            for field in [#""name":"shop-app-data""#, #""size_gigabytes":3"#, #""filesystem_type":"xfs""#,
+                          #""filesystem_label":"shop""#, #""description":"the shop""#] {
+                #expect(post.contains(field), "\(field) in \(post)")
+            }
             let volume = try #require(await lab.lab.world.listVolumes(name: "shop-app-data", region: "nyc1").first)
             #expect(volume.sizeGigabytes == 3 && volume.filesystemType == "xfs")
             #expect(volume.tags == ["web", "do-storage", "do-storage-name:shop_app_data"])
+            // onremove=delete: compose's down -v removes the volume, and the plugin deletes it on DigitalOcean.
+            #expect(try await compose("run", "--rm", "-T", "logs").status == 0)
+            #expect(await lab.lab.world.listVolumes(name: "shop-logs", region: "nyc1").count == 1)
+            #expect(try await compose("down", "-v").status == 0)
+            #expect(await lab.lab.world.listVolumes(name: "shop-logs", region: "nyc1").isEmpty)
+            #expect(await lab.lab.world.listVolumes(name: "shop-app-data", region: "nyc1").count == 1, "retained")
+            try await engine.must("volume", "create", "-d", driver, "shop_app_data")
 
             // One volume, one Docker name: shop-app-data is refused, naming shop_app_data.
             let alias = try await engine.docker("volume", "create", "-d", driver, "shop-app-data")

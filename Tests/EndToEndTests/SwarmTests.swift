@@ -119,13 +119,35 @@ struct SwarmTests {
             try await manager.must(
                 "service", "create", "--name", "svc", "--replicas", "1", "--no-resolve-image",
                 "--mount", "type=volume,source=svcdata,destination=/data,volume-driver=\(lab.pluginName),"
-                    + "volume-opt=size=3,volume-opt=fstype=xfs,volume-opt=tags=svc",
-                "bb:latest", "sh", "-c", "echo served >> /data/log; sleep 100000")
-            _ = try await runningNode(manager, service: "svc")
+                    + "volume-opt=size=3,volume-opt=fstype=xfs,volume-opt=fslabel=svc,volume-opt=description=served,"
+                    + "volume-opt=tags=svc,volume-opt=mountopts=nodev,volume-opt=onremove=delete",
+                "bb:latest", "sh", "-c", "cat /proc/mounts > /data/mounts; sleep 100000")
+            let svcNode = try await runningNode(manager, service: "svc")
+            let post = lab.lab.server.recorded.first { $0.method == "POST" && $0.path == "/v2/volumes" }?.requestBody ?? ""
+            for field in [#""name":"svcdata""#, #""size_gigabytes":3"#, #""filesystem_type":"xfs""#,
+                          #""filesystem_label":"svc""#, #""description":"served""#] {
+                #expect(post.contains(field), "\(field) in \(post)")
+            }
             let served = try #require(await lab.lab.world.listVolumes(name: "svcdata", region: "nyc1").first)
             #expect(served.sizeGigabytes == 3 && served.filesystemType == "xfs")
             #expect(served.tags == ["svc", "do-storage", "do-storage-name:svcdata"])
+            let host = engine(svcNode, manager, worker)
+            var mounts = ""
+            try await waitFor("the task to record its mounts") {
+                let id = try await host.must("ps", "-q", "--filter", "label=com.docker.swarm.service.name=svc")
+                guard !id.isEmpty else { return false }
+                mounts = (try? await host.must("exec", id, "cat", "/data/mounts")) ?? ""
+                return !mounts.isEmpty
+            }
+            let line = mounts.split(separator: "\n").first { $0.contains(" /data ") } ?? ""
+            #expect(line.contains(" xfs ") && line.contains("nodev"), "mountopts: \(line)")
             try await manager.must("service", "rm", "svc")
+            // onremove=delete: removing the volume on the node that used it deletes it on DigitalOcean.
+            try await waitFor("the task's container to be gone") {
+                try await host.must("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=svc").isEmpty
+            }
+            try await host.must("volume", "rm", "svcdata")
+            #expect(await lab.lab.world.listVolumes(name: "svcdata", region: "nyc1").isEmpty)
 
             let file = lab.lab.root + "/stack.yml"
             try """
