@@ -19,7 +19,7 @@ extension VolumeService {
             let (doName, existing) = try await resolve(name)
             if let existing {
                 try checkAdoption(existing, options: options, name: name)
-                _ = try await register(name: name, doName: doName, volume: existing, options: options)
+                try await addRecord(name: name, doName: doName, volume: existing, options: options)
                 logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
                 return
             }
@@ -38,7 +38,7 @@ extension VolumeService {
                 options.onRemove = .delete
             }
             let volume = try await createOnDigitalOcean(name: name, doName: doName, options: options)
-            _ = try await register(name: name, doName: doName, volume: volume, options: options)
+            try await addRecord(name: name, doName: doName, volume: volume, options: options)
         }
     }
 
@@ -102,7 +102,7 @@ extension VolumeService {
     }
 
     /// Adds the volume to the registry under `name`, unless this droplet already knows it under another name.
-    func register(name: String, doName: String, volume: Volume, options: CreateOptions) async throws -> VolumeRecord {
+    func addRecord(name: String, doName: String, volume: Volume, options: CreateOptions) async throws {
         if let other = state.volumes.values.first(where: { $0.volumeID == volume.id || $0.doName == doName }) {
             throw VolumeError(
                 .invalidName,
@@ -117,7 +117,6 @@ extension VolumeService {
         record.saw(volume)
         state.volumes[name] = record
         try await persist()
-        return record
     }
 
     /// Options that contradict an existing volume change nothing and fail.
