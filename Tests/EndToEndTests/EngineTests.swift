@@ -274,6 +274,14 @@ struct EngineTests {
 
             try await engine.must("volume", "rm", "pgdata")
             #expect(await lab.lab.world.listVolumes(name: "pgdata", region: "nyc1").isEmpty, "deleted on DigitalOcean")
+
+            // AUTO_CREATE=false: Create only adopts, with the old error for a volume DigitalOcean lacks.
+            try await engine.must("plugin", "disable", driver)
+            try await engine.must("plugin", "set", driver, "AUTO_CREATE=false")
+            try await engine.must("plugin", "enable", driver)
+            let absent = try await engine.docker("volume", "create", "-d", driver, "absent")
+            #expect(absent.status != 0 && absent.error.contains("doctl compute volume create absent --region nyc1"), "\(absent)")
+            #expect(await lab.lab.world.listVolumes(name: "absent", region: "nyc1").isEmpty)
         }
     }
 
