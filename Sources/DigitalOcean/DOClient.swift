@@ -131,11 +131,19 @@ public struct DOClient: Sendable {
 
     /// Sends with retries; returns only a 2xx response.
     private func send(_ request: HTTPRequest, operation: String) async throws -> HTTPResponse {
-        let deadline = time.now().advanced(by: retry.deadline)
+        let deadline = Deadline.bounding(time.now().advanced(by: retry.deadline))
+        var request = request
         var attempt = 0
         while true {
             attempt += 1
             let started = time.now()
+            // An attempt ends by the call's deadline (or the task's: a Mount's). A retry the backoff timed to end at
+            // the deadline still gets its attempt.
+            let remaining = started.duration(to: deadline)
+            if remaining <= .zero && attempt == 1 {
+                throw DOError(code: .deadlineExceeded, message: "no time was left for the request", operation: operation)
+            }
+            request.timeout = remaining > .zero ? min(retry.attemptTimeout, remaining) : retry.attemptTimeout
             var lastError: DOError
             var wait: Duration
             do {

@@ -22,7 +22,12 @@ extension VolumeService {
             try await attach(volume, watch: watch, name: name)
         }
         volume.dropletIDs = [me]
-        return (volume, try await waitForDevice(watch, name: name), attached)
+        do {
+            return (volume, try await waitForDevice(watch, name: name), attached)
+        } catch {
+            if attached { await release(volumeID: volume.id, doName: record.doName, name: name) }
+            throw error
+        }
     }
 
     /// Detaches the volume from this droplet and waits until the action completes and the device is gone.
@@ -31,7 +36,7 @@ extension VolumeService {
         let me = configuration.dropletID
         let watch = devices.watch(path: deviceLink(doName))
         try await dropletLock.withLock("actions") {
-            let deadline = time.now().advanced(by: configuration.actionTimeout)
+            let deadline = Deadline.bounding(time.now().advanced(by: configuration.actionTimeout))
             let action: Action
             do {
                 action = try await postAction("detach", name: name, deadline: deadline) {
@@ -44,7 +49,8 @@ extension VolumeService {
                 throw VolumeError(.cloud, "cannot detach volume \(name) from this droplet: \(error)")
             }
             try await waitForAction(action, volumeID: volumeID, watch: watch, present: false, deadline: deadline, what: "detach", name: name)
-            if !(await watch.wait(present: false, within: configuration.deviceTimeout)) {
+            let gone = Deadline.bounding(time.now().advanced(by: configuration.deviceTimeout))
+            if !(await watch.wait(present: false, within: max(time.now().duration(to: gone), .zero))) {
                 logger.warning("Device still present after the detach completed", metadata: ["volume.name": "\(name)"])
             }
         }
@@ -98,7 +104,7 @@ extension VolumeService {
             "Volume is attached to another droplet; waiting for it to be released",
             metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
         let started = time.now()
-        let deadline = started.advanced(by: configuration.handoffTimeout)
+        let deadline = Deadline.bounding(started.advanced(by: configuration.handoffTimeout))
         var interval = Duration.milliseconds(500)
         var holder = other
         while true {
@@ -124,7 +130,7 @@ extension VolumeService {
         throw VolumeError(
             .attachedElsewhere,
             "volume \(name) is attached to droplet \(holder) and was not released within "
-                + "\(Int(configuration.handoffTimeout.seconds))s; stop the container using it on droplet \(holder) "
+                + "\(Int(started.duration(to: time.now()).seconds.rounded()))s; stop the container using it on droplet \(holder) "
                 + "(docker ps --filter volume=\(name)), or set TAKEOVER=always on this plugin to detach it by "
                 + "force (a container still using it there loses its disk)")
     }
@@ -143,7 +149,7 @@ extension VolumeService {
 
     /// Detaches the volume from another droplet and waits for DigitalOcean to confirm.
     func forceDetach(_ volume: Volume, from other: Int, name: String) async throws -> Volume {
-        let deadline = time.now().advanced(by: configuration.actionTimeout)
+        let deadline = Deadline.bounding(time.now().advanced(by: configuration.actionTimeout))
         do {
             let action = try await postAction("detach", name: name, deadline: deadline) {
                 try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
@@ -162,7 +168,7 @@ extension VolumeService {
     /// Attaches and waits for the action. Returns true when this call attached it.
     func attach(_ volume: Volume, watch: any DeviceWatch, name: String) async throws -> Bool {
         let me = configuration.dropletID
-        let deadline = time.now().advanced(by: configuration.actionTimeout)
+        let deadline = Deadline.bounding(time.now().advanced(by: configuration.actionTimeout))
         let action: Action
         do {
             action = try await postAction("attach", name: name, deadline: deadline) {
@@ -186,7 +192,13 @@ extension VolumeService {
         }
         logger.info(
             "Attach started", metadata: ["volume.name": "\(name)", "do.action.id": "\(action.id)", "droplet.id": "\(me)"])
-        try await waitForAction(action, volumeID: volume.id, watch: watch, present: true, deadline: deadline, what: "attach", name: name)
+        do {
+            try await waitForAction(action, volumeID: volume.id, watch: watch, present: true, deadline: deadline, what: "attach", name: name)
+        } catch {
+            // The attach may still complete: release it then, so nothing stays attached here without a user.
+            scheduleRelease(name: name, volumeID: volume.id, doName: volume.name, pending: action.id)
+            throw error
+        }
         return true
     }
 
@@ -249,7 +261,7 @@ extension VolumeService {
                 throw VolumeError(
                     .actionFailed,
                     "the \(what) of volume \(name) (action \(action.id)) did not finish within "
-                        + "\(Int(configuration.actionTimeout.seconds))s; DigitalOcean may be slow: try again")
+                        + "\(Int(started.duration(to: time.now()).seconds.rounded()))s; DigitalOcean may be slow: try again")
             }
             let wait = min(interval, remaining)
             if let watch, !deviceSettled {
@@ -266,13 +278,15 @@ extension VolumeService {
     }
 
     func waitForDevice(_ watch: any DeviceWatch, name: String) async throws -> String {
-        if await watch.wait(present: true, within: configuration.deviceTimeout), let device = watch.current() {
+        let started = time.now()
+        let deadline = Deadline.bounding(started.advanced(by: configuration.deviceTimeout))
+        if await watch.wait(present: true, within: max(started.duration(to: deadline), .zero)), let device = watch.current() {
             return device
         }
         throw VolumeError(
             .deviceTimeout,
             "volume \(name) is attached to this droplet but its device did not appear within "
-                + "\(Int(configuration.deviceTimeout.seconds))s in \(configuration.deviceDirectory); check that udev "
+                + "\(Int(started.duration(to: time.now()).seconds.rounded()))s in \(configuration.deviceDirectory); check that udev "
                 + "is running and that DEVICE_DIR is the folder udev makes its scsi-0DO_Volume_ links in "
                 + "(/dev/disk/by-id on a droplet)")
     }

@@ -35,6 +35,9 @@ public struct ServiceConfiguration: Sendable {
     public var releaseRetryInterval: Duration
     /// Defaults for new volumes: auto-create, size, filesystem, mount options, remove policy.
     public var defaults: VolumeDefaults
+    /// How long a whole Mount may take, hand-off, actions, device and filesystem included, before it fails and
+    /// cleans up. Default 110 s: Docker gives a Mount 2 minutes.
+    public var mountDeadline: Duration
 
     public init(
         dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
@@ -42,7 +45,7 @@ public struct ServiceConfiguration: Sendable {
         initialPollInterval: Duration = .milliseconds(250), maxPollInterval: Duration = .seconds(4),
         actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
         negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5),
-        defaults: VolumeDefaults = VolumeDefaults()
+        defaults: VolumeDefaults = VolumeDefaults(), mountDeadline: Duration = .seconds(110)
     ) {
         self.dropletID = dropletID
         self.region = region
@@ -58,5 +61,6 @@ public struct ServiceConfiguration: Sendable {
         self.negativeLookupTTL = negativeLookupTTL
         self.releaseRetryInterval = releaseRetryInterval
         self.defaults = defaults
+        self.mountDeadline = mountDeadline
     }
 }

@@ -183,21 +183,17 @@ public actor VolumeService: VolumeDriver {
                 return mountpoint
             }
             let started = time.now()
-            let (volume, device, attachedByUs) = try await bringHere(&record)
-            record.saw(volume, device: device)
-            do {
-                try await mountDevice(device, at: mountpoint, record: &record)
-            } catch {
-                if attachedByUs && configuration.detachOnUnmount {
-                    do {
-                        try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
-                    } catch let detachError {
-                        logger.error(
-                            "Cannot release the volume after a failed mount",
-                            metadata: ["volume.name": "\(name)", "error": "\(detachError)"])
-                    }
+            // One deadline for the whole Mount: every wait and DigitalOcean call below ends by it.
+            let device = try await Deadline.$current.withValue(started.advanced(by: configuration.mountDeadline)) {
+                let (volume, device, attachedByUs) = try await bringHere(&record)
+                record.saw(volume, device: device)
+                do {
+                    try await mountDevice(device, at: mountpoint, record: &record)
+                } catch {
+                    if attachedByUs { await release(volumeID: volume.id, doName: record.doName, name: name) }
+                    throw error
                 }
-                throw error
+                return device
             }
             record.references[id, default: 0] += 1
             record.mountpoint = mountpoint
@@ -251,10 +247,44 @@ public actor VolumeService: VolumeDriver {
         }
     }
 
+    /// Releases a volume a failed Mount attached: at once while the Mount's deadline leaves time, else (or when that
+    /// fails) in the background, so no attachment is left without a user.
+    func release(volumeID: String, doName: String, name: String) async {
+        guard configuration.detachOnUnmount else { return }
+        do {
+            try await detachHere(volumeID: volumeID, doName: doName, name: name)
+        } catch {
+            logger.warning(
+                "Cannot release the volume after a failed mount yet; retrying in the background",
+                metadata: ["volume.name": "\(name)", "error": "\(error)"])
+            scheduleRelease(name: name, volumeID: volumeID, doName: doName)
+        }
+    }
+
     /// Retries releasing an unused volume: after 5 s, doubling to 60 s, 8 tries (about 6 minutes). Stops as soon as
-    /// the volume is in use here again or released.
-    func scheduleRelease(name: String, volumeID: String, doName: String) {
-        Task { await self.retryRelease(name: name, volumeID: volumeID, doName: doName) }
+    /// the volume is in use here again or released. Runs outside any Mount's deadline.
+    /// - Parameter pending: an attach action still in progress: the release waits until it has finished (a detach
+    ///   before then finds nothing to detach, and the attach would complete after it).
+    func scheduleRelease(name: String, volumeID: String, doName: String, pending: Int? = nil) {
+        Task {
+            await Deadline.$current.withValue(nil) {
+                if let pending { await self.waitUntilFinished(actionID: pending, volumeID: volumeID) }
+                await self.retryRelease(name: name, volumeID: volumeID, doName: doName)
+            }
+        }
+    }
+
+    /// Polls an action until it is no longer in progress (at most the action timeout, five times over).
+    func waitUntilFinished(actionID: Int, volumeID: String) async {
+        let deadline = time.now().advanced(by: configuration.actionTimeout * 5)
+        var interval = configuration.initialPollInterval
+        while time.now() < deadline {
+            do { try await time.sleep(interval) } catch { return }
+            if let action = try? await api.action(volumeID: volumeID, actionID: actionID), action.status != .inProgress {
+                return
+            }
+            interval = min(interval * 2, configuration.maxPollInterval)
+        }
     }
 
     func retryRelease(name: String, volumeID: String, doName: String) async {

@@ -172,6 +172,28 @@ import Testing
         }
     }
 
+    /// A task's deadline (a Mount's) bounds the call: none is sent once it has passed, and a slow answer is cut
+    /// off by it rather than by the longer attempt timeout.
+    @Test func aTasksDeadlineBoundsTheCall() async throws {
+        try await withLab { lab in
+            let passed = await #expect(throws: DOError.self) {
+                try await Deadline.$current.withValue(ContinuousClock.now - .seconds(1)) {
+                    try await lab.client.volumes(named: "pgdata", region: "nyc1")
+                }
+            }
+            #expect(passed?.code == .deadlineExceeded)
+            #expect(lab.server.count() == 0, "nothing sent")
+            lab.server.inject(Fault(.slow(.seconds(5)), count: 1))
+            let started = ContinuousClock.now
+            await #expect(throws: DOError.self) {
+                try await Deadline.$current.withValue(ContinuousClock.now + .milliseconds(300)) {
+                    try await lab.client.volumes(named: "pgdata", region: "nyc1")
+                }
+            }
+            #expect(ContinuousClock.now - started < .seconds(2), "cut off by the deadline, not the 15 s attempt timeout")
+        }
+    }
+
     @Test func rateLimitBudgetAnswers429WithHeaders() async throws {
         try await withLab(options: { $0.requestsPerMinute = 3 }) { lab in
             for _ in 0..<3 { _ = try await lab.client.volumes(named: "x", region: "nyc1") }

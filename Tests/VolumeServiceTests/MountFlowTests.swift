@@ -150,6 +150,58 @@ import VolumeService
         #expect(posts >= 2 && posts <= 4, "retried while pending, with backoff, not in a storm")
     }
 
+    /// One deadline for a whole Mount: slow actions make it fail by then, with nothing mounted or referenced, and
+    /// the attachment it started is released once DigitalOcean completes it.
+    @Test func aMountEndsByItsDeadlineAndLeavesNothingAttached() async throws {
+        let harness = try ServiceHarness(actionLatency: .seconds(2))
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1) {
+            $0.mountDeadline = .milliseconds(800)
+            $0.releaseRetryInterval = .milliseconds(100)
+        }
+        try await a.service.create(name: "pgdata", options: [:])
+        let started = ContinuousClock.now
+        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "pgdata", id: "c1") }
+        let took = ContinuousClock.now - started
+        #expect(took < .milliseconds(1500), "failed by its deadline: \(took)")
+        #expect(error?.code == .actionFailed, "\(String(describing: error))")
+        #expect(a.filesystem.mounted.isEmpty)
+        #expect(await a.service.records["pgdata"]?.references.isEmpty == true)
+        try await waitUntil("the attach to complete and be released", within: .seconds(15)) {
+            let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID):\($0.status)" }
+            return log == ["attach@1:completed", "detach@1:completed"]
+        }
+        #expect(await harness.attachments("pgdata").isEmpty)
+    }
+
+    /// A device that never appears: the Mount fails by its deadline, and the volume it attached is released.
+    @Test func aDeviceThatNeverAppearsIsReleasedAgain() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        await harness.world.setDeviceDelay(.seconds(60))
+        let a = try await harness.node(droplet: 1) {
+            $0.mountDeadline = .seconds(1)
+            $0.deviceTimeout = .seconds(20)
+        }
+        try await a.service.create(name: "pgdata", options: [:])
+        let started = ContinuousClock.now
+        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "pgdata", id: "c1") }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(error?.code == .deviceTimeout, "\(String(describing: error))")
+        try await waitUntil("the attachment to be released", within: .seconds(15)) {
+            await harness.attachments("pgdata").isEmpty
+        }
+        #expect(a.filesystem.mounted.isEmpty)
+    }
+
+    func waitUntil(_ what: String, within limit: Duration, _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + limit
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else { throw FakeError(message: "timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     @Test func blankVolumeIsRefusedWithHowToFormatAndReleased() async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("blank", filesystem: nil)
