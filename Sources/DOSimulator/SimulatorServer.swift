@@ -16,6 +16,8 @@ public enum FaultKind: Sendable, Equatable {
     case tooManyRequestsWithHeaders([String: String])
     /// Answer 200 with a body of this many bytes: valid JSON, a volume list padded with a long field.
     case oversizedBody(bytes: Int)
+    /// Answer exactly this: any status, headers and body (malformed JSON, wrong types, absurd headers).
+    case raw(status: Int, headers: [String: String], body: [UInt8])
     /// Start a response, then drop the connection.
     case reset
     /// Answer normally after this delay.
@@ -286,6 +288,9 @@ public final class SimulatorServer: Sendable {
                 let head = Data(#"{"volumes":[],"links":{},"meta":{"total":0},"padding":""#.utf8)
                 reply = SimReply(
                     status: 200, body: head + Data(repeating: UInt8(ascii: "x"), count: max(bytes - head.count - 2, 0)) + Data(#""}"#.utf8))
+            case .raw(let status, let raw, let body)?:
+                headers.merge(raw) { _, new in new }
+                reply = SimReply(status: status, body: Data(body))
             case .reset?:
                 drop = true
                 reply = SimReply(status: 200, body: nil)

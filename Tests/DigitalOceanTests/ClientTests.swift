@@ -194,6 +194,56 @@ import Testing
         }
     }
 
+    /// 1,000 hostile answers (malformed JSON, wrong types, huge, missing or deeply nested fields, absurd headers,
+    /// unexpected statuses) to every call the plugin makes: each ends in a value or a DOError, never a crash, and
+    /// the client keeps working.
+    @Test func hostileResponsesEndInAValueOrAnError() async throws {
+        // The simulator's own rate limit stays out of the way of this many requests.
+        try await withLab(options: { $0.requestsPerMinute = 1 << 30; $0.requestsPerHour = 1 << 30 }) { lab in
+            let created = try await lab.client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+            var random = SystemRandomNumberGenerator()
+            let volumeJSON = #"{"id":"x","name":"n","region":{"slug":"nyc1"},"size_gigabytes":1,"created_at":"t"}"#
+            let bodies: [String] = [
+                "", "{", "null", "[]", "{}", #"{"volumes":"x"}"#, #"{"volumes":[{"id":5}]}"#, #"{"volume":{"id":null}}"#,
+                #"{"volume":\#(volumeJSON)}"#, #"{"volumes":[\#(volumeJSON)],"links":{},"meta":{"total":-1}}"#,
+                #"{"action":{"id":"seven","status":"done"}}"#, #"{"action":{"id":1e400}}"#, #"{"droplet":{"id":[]}}"#,
+                #"{"id":"not_found","message":null}"#, "\u{FEFF}{}", "\u{0}\u{1}\u{2}",
+                #"{"volume":{"name":""# + String(repeating: "n", count: 200_000) + #""}}"#,
+                String(repeating: "[", count: 1000) + String(repeating: "]", count: 1000),
+                String(repeating: #"{"a":"#, count: 600) + "1" + String(repeating: "}", count: 600),
+            ]
+            let statuses = [200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 302, 418]
+            let headerSets: [[String: String]] = [
+                [:], ["retry-after": "inf"], ["retry-after": "-1"], ["ratelimit-reset": "1e308"],
+                ["ratelimit-remaining": "lots"], ["retry-after": "99999999999999999999"],
+            ]
+            var values = 0
+            var errors = 0
+            for _ in 0..<1000 {
+                lab.server.inject(Fault(
+                    .raw(
+                        status: statuses.randomElement(using: &random)!, headers: headerSets.randomElement(using: &random)!,
+                        body: Array(bodies.randomElement(using: &random)!.utf8)),
+                    count: 1))
+                do {
+                    switch Int.random(in: 0..<5, using: &random) {
+                    case 0: _ = try await lab.client.volumes(named: "pgdata", region: "nyc1")
+                    case 1: _ = try await lab.client.volume(id: created.id)
+                    case 2: _ = try await lab.client.action(volumeID: created.id, actionID: 1)
+                    case 3: _ = try await lab.client.droplet(id: 1001)
+                    default: _ = try await lab.client.createVolume(VolumeCreateRequest(name: "other", sizeGigabytes: 1, region: "nyc1"))
+                    }
+                    values += 1
+                } catch is DOError {
+                    errors += 1
+                }
+            }
+            print("hostile DigitalOcean answers: 1000 — \(values) read as values, \(errors) as DOError")
+            #expect(values + errors == 1000 && errors > 0)
+            #expect(try await lab.client.volume(id: created.id).id == created.id, "still working")
+        }
+    }
+
     @Test func rateLimitBudgetAnswers429WithHeaders() async throws {
         try await withLab(options: { $0.requestsPerMinute = 3 }) { lab in
             for _ in 0..<3 { _ = try await lab.client.volumes(named: "x", region: "nyc1") }
