@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The simulator's DigitalOcean rules, in process.
-@Suite struct SimulatorRulesTests {
+@Suite(.timeLimit(.minutes(2))) struct SimulatorRulesTests {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("sim-rules-\(UUID().uuidString)").path
 
     func world(latency: Duration = .milliseconds(20), volumesPerDroplet: Int = 15) async throws -> SimulatorWorld {

@@ -6,7 +6,7 @@ import Logging
 import Testing
 
 /// The DigitalOcean client over libcurl against the simulator on loopback: real HTTP, real faults, counted requests.
-@Suite struct ClientTests {
+@Suite(.timeLimit(.minutes(2))) struct ClientTests {
     static let token = "dop_v1_secret-token-value-0123456789"
 
     struct Lab {

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The managed plugin in real dockerd engines (one per simulated droplet), driven with the docker CLI.
-@Suite(.serialized, .enabled(if: EngineE2E.available, "needs root, udev, dockerd and plugin/build; CI sets DO_STORAGE_E2E=1"))
+@Suite(.serialized, .timeLimit(.minutes(10)), .enabled(if: EngineE2E.available, "needs root, udev, dockerd and plugin/build; CI sets DO_STORAGE_E2E=1"))
 struct EngineTests {
     /// Droplets 1001 and 1002 with the plugin enabled, and the formatted volume "pgdata".
     func withTwoDroplets(_ body: (EngineLab, Engine, Engine) async throws -> Void) async throws {

@@ -5,7 +5,7 @@ import Testing
 
 /// Two do-storage processes as two droplets, one simulated DigitalOcean, real loop devices, real udev, real mounts.
 /// Serialized: they share the machine's loop devices and udev.
-@Suite(.serialized, .enabled(if: E2E.available, "needs root and udev; CI sets DO_STORAGE_E2E=1"))
+@Suite(.serialized, .timeLimit(.minutes(10)), .enabled(if: E2E.available, "needs root and udev; CI sets DO_STORAGE_E2E=1"))
 struct HandoffTests {
     @Test func dataFollowsTheVolumeFromDropletAToDropletB() async throws {
         try await Lab.withLab { lab in

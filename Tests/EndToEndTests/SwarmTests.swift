@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// A real two-node swarm: two dockerd, each in a network namespace of the lab's own, joined over a veth pair.
-@Suite(.serialized, .enabled(if: EngineE2E.available, "needs root, udev, dockerd and plugin/build; CI sets DO_STORAGE_E2E=1"))
+@Suite(.serialized, .timeLimit(.minutes(10)), .enabled(if: EngineE2E.available, "needs root, udev, dockerd and plugin/build; CI sets DO_STORAGE_E2E=1"))
 struct SwarmTests {
     /// Two droplets in one swarm, the plugin enabled on both.
     func withSwarm(_ body: (EngineLab, Engine, Engine) async throws -> Void) async throws {

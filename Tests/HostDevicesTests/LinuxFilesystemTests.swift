@@ -4,7 +4,7 @@ import Logging
 import Testing
 import VolumeService
 
-@Suite struct MountInfoTests {
+@Suite(.timeLimit(.minutes(1))) struct MountInfoTests {
     @Test func parsesFieldsAndEscapes() {
         let text = """
             36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue
@@ -18,7 +18,7 @@ import VolumeService
     }
 }
 
-@Suite struct ProcFileTests {
+@Suite(.timeLimit(.minutes(1))) struct ProcFileTests {
     @Test func readsProcFilesToTheEnd() throws {
         // /proc/self/maps of a Swift process is far longer than a page.
         let maps = try ProcFile.read("/proc/self/maps")
@@ -29,7 +29,7 @@ import VolumeService
     }
 }
 
-@Suite struct BlockDeviceTests {
+@Suite(.timeLimit(.minutes(1))) struct BlockDeviceTests {
     /// The name of a block device node in /dev (loop devices exist on any Linux machine that runs these tests).
     func someBlockDevice() throws -> String {
         let names = try FileManager.default.contentsOfDirectory(atPath: "/dev").sorted()
@@ -62,7 +62,9 @@ import VolumeService
 }
 
 /// mount(2) and umount2(2) for real: root only.
-@Suite(.enabled(if: geteuid() == 0 || ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1", "needs root"))
+@Suite(
+    .enabled(if: geteuid() == 0 || ProcessInfo.processInfo.environment["DO_STORAGE_E2E"] == "1", "needs root"),
+    .timeLimit(.minutes(3)))
 struct LinuxFilesystemTests {
     @Test func unmountRemovesEveryStackedCopy() async throws {
         let root = "/tmp/do-storage-fs-\(UUID().uuidString.prefix(8))"

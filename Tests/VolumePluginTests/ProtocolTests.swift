@@ -8,7 +8,7 @@ import VolumePlugin
 import VolumeService
 
 /// Docker's VolumeDriver protocol as the engine uses it, against the real orchestration over simulated DigitalOcean.
-@Suite struct ProtocolTests {
+@Suite(.timeLimit(.minutes(1))) struct ProtocolTests {
     /// A router serving a fresh harness with one droplet (1001) and one formatted volume ("data").
     func withPlugin(_ body: @escaping @Sendable (any TestClientProtocol, ServiceHarness, ServiceHarness.Node) async throws -> Void) async throws {
         let harness = try ServiceHarness()
