@@ -169,7 +169,15 @@ public actor VolumeService: VolumeDriver {
         return record.mountpoint ?? ""
     }
 
+    /// One deadline for the whole Mount (`mountDeadline`, 110 s): every wait and DigitalOcean call in it ends by it,
+    /// the lookup of a name this droplet does not know yet included.
     public func mount(name: String, id: String) async throws -> String {
+        try await Deadline.$current.withValue(time.now().advanced(by: configuration.mountDeadline)) {
+            try await mountWithinDeadline(name: name, id: id)
+        }
+    }
+
+    func mountWithinDeadline(name: String, id: String) async throws -> String {
         if state.volumes[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
         return try await volumeLocks.withLock(name) {
             guard var record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
@@ -183,17 +191,13 @@ public actor VolumeService: VolumeDriver {
                 return mountpoint
             }
             let started = time.now()
-            // One deadline for the whole Mount: every wait and DigitalOcean call below ends by it.
-            let device = try await Deadline.$current.withValue(started.advanced(by: configuration.mountDeadline)) {
-                let (volume, device, attachedByUs) = try await bringHere(&record)
-                record.saw(volume, device: device)
-                do {
-                    try await mountDevice(device, at: mountpoint, record: &record)
-                } catch {
-                    if attachedByUs { await release(volumeID: volume.id, doName: record.doName, name: name) }
-                    throw error
-                }
-                return device
+            let (volume, device, attachedByUs) = try await bringHere(&record)
+            record.saw(volume, device: device)
+            do {
+                try await mountDevice(device, at: mountpoint, record: &record)
+            } catch {
+                if attachedByUs { await release(volumeID: volume.id, doName: record.doName, name: name) }
+                throw error
             }
             record.references[id, default: 0] += 1
             record.mountpoint = mountpoint
