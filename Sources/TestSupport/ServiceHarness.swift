@@ -79,15 +79,22 @@ public final class ServiceHarness: Sendable {
             throw FakeError(message: error.message)
         }
         let backing = root + "/data/\(volume.id).img"
-        let deadline = ContinuousClock.now + .seconds(10)
-        while FakeFilesystem.size(backing) != UInt64(size) << 30 {
-            guard ContinuousClock.now < deadline else { throw FakeError(message: "the device of \(name) did not grow") }
-            try await Task.sleep(for: .milliseconds(5))
+        try await waitUntil("the device of \(name) to grow", within: .seconds(10)) {
+            FakeFilesystem.size(backing) == UInt64(size) << 30
         }
     }
 
     /// Where the volume is attached now.
     public func attachments(_ name: String) async -> [Int] {
         await world.listVolumes(name: name, region: "nyc1").first?.dropletIDs ?? []
+    }
+}
+
+/// Awaits a condition, checking it every 5 ms; throws naming `what` when it does not hold within `limit`.
+public func waitUntil(_ what: String, within limit: Duration, _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + limit
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw FakeError(message: "timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(5))
     }
 }

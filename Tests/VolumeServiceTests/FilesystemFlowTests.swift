@@ -87,13 +87,19 @@ import VolumeService
         _ = try await node.service.mount(name: "db", id: "c2")
 
         try await harness.resize("logs", toGigabytes: 2)
-        try await waitUntil { node.filesystem.operations.contains { $0.hasPrefix("grow xfs ") && $0.hasSuffix(logs) } }
-        try await waitUntil { try await node.service.get(name: "logs").status["size_gib"] == "2" }
+        try await waitUntil("the online xfs growth", within: .seconds(10)) {
+            node.filesystem.operations.contains { $0.hasPrefix("grow xfs ") && $0.hasSuffix(logs) }
+        }
+        try await waitUntil("Status to show 2 GiB", within: .seconds(10)) {
+            try await node.service.get(name: "logs").status["size_gib"] == "2"
+        }
 
         // ext4 online growth needs CAP_SYS_RESOURCE: when it fails, Status says so, and the next Mount grows it.
         node.filesystem.failNextGrowth("resize2fs: Operation not permitted While checking for on-line resizing support")
         try await harness.resize("db", toGigabytes: 2)
-        try await waitUntil { try await node.service.get(name: "db").status["last_error"]?.isEmpty == false }
+        try await waitUntil("Status to show the failed growth", within: .seconds(10)) {
+            try await node.service.get(name: "db").status["last_error"]?.isEmpty == false
+        }
         let failed = try await node.service.get(name: "db").status["last_error"] ?? ""
         #expect(failed.contains("Operation not permitted") && failed.contains("grows at the volume's next Mount"), "\(failed)")
         try await node.service.unmount(name: "db", id: "c2")
@@ -101,14 +107,5 @@ import VolumeService
         #expect(node.filesystem.operations.last?.hasPrefix("grow ext4 ") == true && node.filesystem.operations.last?.hasSuffix(" -") == true)
         let status = try await node.service.get(name: "db").status
         #expect(status["last_error"] == "" && status["size_gib"] == "2")
-    }
-
-    /// Awaits a condition, failing after 10 s.
-    func waitUntil(_ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while try await !condition() {
-            guard ContinuousClock.now < deadline else { throw FakeError(message: "condition not met within 10 s") }
-            try await Task.sleep(for: .milliseconds(5))
-        }
     }
 }

@@ -194,14 +194,6 @@ import VolumeService
         #expect(a.filesystem.mounted.isEmpty)
     }
 
-    func waitUntil(_ what: String, within limit: Duration, _ condition: () async throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + limit
-        while try await !condition() {
-            guard ContinuousClock.now < deadline else { throw FakeError(message: "timed out waiting for \(what)") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
-
     @Test func blankVolumeIsRefusedWithHowToFormatAndReleased() async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("blank", filesystem: nil)
