@@ -36,7 +36,7 @@ extension VolumeService {
         let me = configuration.dropletID
         let watch = devices.watch(path: deviceLink(doName))
         try await dropletLock.withLock("actions") {
-            let deadline = Deadline.bounding(time.now().advanced(by: configuration.actionTimeout))
+            let deadline = limit(after: configuration.actionTimeout)
             let action: Action
             do {
                 action = try await postAction("detach", name: name, deadline: deadline) {
@@ -49,8 +49,7 @@ extension VolumeService {
                 throw VolumeError(.cloud, "cannot detach volume \(name) from this droplet: \(error)")
             }
             try await waitForAction(action, volumeID: volumeID, watch: watch, present: false, deadline: deadline, what: "detach", name: name)
-            let gone = Deadline.bounding(time.now().advanced(by: configuration.deviceTimeout))
-            if !(await watch.wait(present: false, within: max(time.now().duration(to: gone), .zero))) {
+            if !(await watch.wait(present: false, within: remaining(until: limit(after: configuration.deviceTimeout)))) {
                 logger.warning("Device still present after the detach completed", metadata: ["volume.name": "\(name)"])
             }
         }
@@ -104,7 +103,7 @@ extension VolumeService {
             "Volume is attached to another droplet; waiting for it to be released",
             metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
         let started = time.now()
-        let deadline = Deadline.bounding(started.advanced(by: configuration.handoffTimeout))
+        let deadline = limit(after: configuration.handoffTimeout, from: started)
         var interval = Duration.milliseconds(500)
         var holder = other
         while true {
@@ -149,7 +148,7 @@ extension VolumeService {
 
     /// Detaches the volume from another droplet and waits for DigitalOcean to confirm.
     func forceDetach(_ volume: Volume, from other: Int, name: String) async throws -> Volume {
-        let deadline = Deadline.bounding(time.now().advanced(by: configuration.actionTimeout))
+        let deadline = limit(after: configuration.actionTimeout)
         do {
             let action = try await postAction("detach", name: name, deadline: deadline) {
                 try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
@@ -168,7 +167,7 @@ extension VolumeService {
     /// Attaches and waits for the action. Returns true when this call attached it.
     func attach(_ volume: Volume, watch: any DeviceWatch, name: String) async throws -> Bool {
         let me = configuration.dropletID
-        let deadline = Deadline.bounding(time.now().advanced(by: configuration.actionTimeout))
+        let deadline = limit(after: configuration.actionTimeout)
         let action: Action
         do {
             action = try await postAction("attach", name: name, deadline: deadline) {
@@ -279,8 +278,8 @@ extension VolumeService {
 
     func waitForDevice(_ watch: any DeviceWatch, name: String) async throws -> String {
         let started = time.now()
-        let deadline = Deadline.bounding(started.advanced(by: configuration.deviceTimeout))
-        if await watch.wait(present: true, within: max(started.duration(to: deadline), .zero)), let device = watch.current() {
+        let deadline = limit(after: configuration.deviceTimeout, from: started)
+        if await watch.wait(present: true, within: remaining(until: deadline)), let device = watch.current() {
             return device
         }
         throw VolumeError(
@@ -289,6 +288,16 @@ extension VolumeService {
                 + "\(Int(started.duration(to: time.now()).seconds.rounded()))s in \(configuration.deviceDirectory); check that udev "
                 + "is running and that DEVICE_DIR is the folder udev makes its scsi-0DO_Volume_ links in "
                 + "(/dev/disk/by-id on a droplet)")
+    }
+
+    /// `duration` after `start` (default now), or the Mount's deadline when that comes first.
+    func limit(after duration: Duration, from start: ContinuousClock.Instant? = nil) -> ContinuousClock.Instant {
+        Deadline.bounding((start ?? time.now()).advanced(by: duration))
+    }
+
+    /// The time left until `instant`; zero once it has passed.
+    func remaining(until instant: ContinuousClock.Instant) -> Duration {
+        max(time.now().duration(to: instant), .zero)
     }
 
     func deviceLink(_ doName: String) -> String {
