@@ -111,7 +111,10 @@ public struct StateStore: Sendable {
     }
 
     /// Writes `state`; returns once it, or a newer snapshot, is durably on disk.
-    public func save(_ state: PersistedState) async throws {
+    ///
+    /// Runs on the caller's actor up to the write (`nonisolated(nonsending)`), so snapshots are numbered in the order
+    /// the caller handed them over, not in the order the global executor happened to run the calls.
+    nonisolated(nonsending) public func save(_ state: PersistedState) async throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
