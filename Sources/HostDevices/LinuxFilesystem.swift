@@ -96,19 +96,16 @@ extension LinuxFilesystem {
 
     public func checkBlank(device: String) async throws -> BlankCheck {
         try await NIOThreadPool.singleton.runIfActive {
-            let size = try Self.deviceSize(device)
-            if let found = try BlockProbe(device: device).anySignature() { return BlankCheck(sizeBytes: size, found: found) }
-            let fd = open(device, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw DeviceError(message: "cannot open \(device): \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
+            if let found = try BlockProbe(device: device).anySignature() {
+                return BlankCheck(sizeBytes: try DeviceFile(device).size(), found: found)
+            }
+            let file = try DeviceFile(device)
+            let size = try file.size()
             let span = Int(min(UInt64(Self.zeroedEnds), size))
             for (offset, end) in [(UInt64(0), "first"), (size - UInt64(span), "last")] {
-                var buffer = [UInt8](repeating: 0, count: span)
-                let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, span, off_t(offset)) }
-                guard count == span else {
-                    throw DeviceError(message: "cannot read \(device): \(String(cString: strerror(errno)))")
-                }
-                if buffer.contains(where: { $0 != 0 }) {
+                let bytes = try file.read(span, at: offset)
+                guard bytes.count == span else { throw DeviceError(message: "cannot read \(device) to its end") }
+                if bytes.contains(where: { $0 != 0 }) {
                     return BlankCheck(sizeBytes: size, found: "data in its \(end) MiB")
                 }
             }
@@ -135,7 +132,8 @@ extension LinuxFilesystem {
 
     public func sizes(device: String) async throws -> (device: UInt64, filesystem: UInt64?) {
         try await NIOThreadPool.singleton.runIfActive {
-            (try Self.deviceSize(device), try Superblock.filesystemBytes(device: device))
+            let file = try DeviceFile(device)
+            return (try file.size(), Superblock.parse(try file.read(2048, at: 0)))
         }
     }
 
@@ -145,9 +143,8 @@ extension LinuxFilesystem {
             // resize2fs requires a checked filesystem; e2fsck answers 1 when it corrected something.
             try await Programs.run("e2fsck", ["-f", "-p", device], accept: [0, 1])
             try await Programs.run("resize2fs", [device])
-        case (.ext4, let mountpoint?):
+        case (.ext4, .some):
             // Online: the kernel's EXT4_IOC_RESIZE_FS, which needs CAP_SYS_RESOURCE.
-            _ = mountpoint
             try await Programs.run("resize2fs", [device])
         case (.xfs, let mountpoint?):
             try await Programs.run("xfs_growfs", ["-d", mountpoint])
@@ -156,33 +153,42 @@ extension LinuxFilesystem {
         }
         logger.notice("Grew the filesystem", metadata: ["device.path": "\(device)", "fs.type": "\(type.rawValue)"])
     }
+}
 
-    /// A block device's size (or a file's), in bytes.
-    static func deviceSize(_ device: String) throws -> UInt64 {
-        let fd = open(device, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw DeviceError(message: "cannot open \(device): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+/// A device (or image file) open for reading; closed when released. Blocking: use off the cooperative pool.
+final class DeviceFile {
+    let path: String
+    private let fd: Int32
+
+    init(_ path: String) throws {
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DeviceError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    /// The size in bytes.
+    func size() throws -> UInt64 {
         let end = lseek(fd, 0, SEEK_END)
-        guard end >= 0 else { throw DeviceError(message: "cannot size \(device): \(String(cString: strerror(errno)))") }
+        guard end >= 0 else { throw DeviceError(message: "cannot size \(path): \(String(cString: strerror(errno)))") }
         return UInt64(end)
+    }
+
+    /// `count` bytes from `offset`; fewer at the end of the device.
+    func read(_ count: Int, at offset: UInt64) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        let read = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        guard read >= 0 else { throw DeviceError(message: "cannot read \(path): \(String(cString: strerror(errno)))") }
+        return Array(buffer.prefix(read))
     }
 }
 
 /// The size an ext4 or xfs filesystem says it has, read from its superblock.
 enum Superblock {
-    /// Bytes, or nil when the device holds neither filesystem. Blocking.
-    static func filesystemBytes(device: String) throws -> UInt64? {
-        let fd = open(device, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw DeviceError(message: "cannot open \(device): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var head = [UInt8](repeating: 0, count: 2048)
-        let count = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 2048, 0) }
-        guard count == 2048 else { return nil }
-        return parse(head)
-    }
-
     /// From the device's first 2 KiB: xfs's superblock at 0 (big-endian), ext4's at 1024 (little-endian).
     static func parse(_ head: [UInt8]) -> UInt64? {
+        guard head.count >= 2048 else { return nil }
         func big(_ offset: Int, _ width: Int) -> UInt64 {
             head[offset..<offset + width].reduce(0) { $0 << 8 | UInt64($1) }
         }
