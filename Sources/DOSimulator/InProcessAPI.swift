@@ -58,7 +58,26 @@ public struct InProcessAPI: Sendable {
     public func droplet(id: Int) async throws -> Droplet {
         calls.add("GET /v2/droplets/{id}")
         let droplet = try await map("GET /v2/droplets/\(id)") { () async throws(SimError) in try await world.droplet(id: id) }
-        return Droplet(id: droplet.id, name: droplet.name, status: droplet.status, volumeIDs: await world.dropletVolumeIDs(id: id))
+        return Droplet(
+            id: droplet.id, name: droplet.name, status: droplet.status, volumeIDs: await world.dropletVolumeIDs(id: id),
+            tags: await world.dropletTags(id: id))
+    }
+
+    public func createTag(name: String) async throws {
+        calls.add("POST /v2/tags")
+        try await map("POST /v2/tags") { () async throws(SimError) in try await world.createTag(name: name) }
+    }
+
+    public func tag(dropletID: Int, with name: String) async throws {
+        calls.add("POST /v2/tags/{name}/resources")
+        try await map("POST /v2/tags/\(name)/resources") { () async throws(SimError) in
+            try await world.tag(name: name, resources: [.init(resourceID: String(dropletID), resourceType: "droplet")])
+        }
+    }
+
+    public func deleteTag(name: String) async throws {
+        calls.add("DELETE /v2/tags/{name}")
+        try await map("DELETE /v2/tags/\(name)") { () async throws(SimError) in try await world.deleteTag(name: name) }
     }
 
     private func map<T>(_ operation: String, _ body: () async throws(SimError) -> T) async throws -> T {
@@ -67,6 +86,7 @@ public struct InProcessAPI: Sendable {
         } catch {
             let code: DOError.Code =
                 switch error.status {
+                case 400: .invalidResponse
                 case 404: .notFound
                 case 409: .conflict
                 case 422: .unprocessable

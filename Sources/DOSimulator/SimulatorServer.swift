@@ -208,7 +208,42 @@ public final class SimulatorServer: Sendable {
                 let id = Int(context.parameters.get("droplet") ?? "") ?? -1
                 let droplet = try await self.world.droplet(id: id)
                 let volumeIDs = await self.world.dropletVolumeIDs(id: id)
-                return SimReply(status: 200, body: Self.dropletJSON(droplet, volumeIDs: volumeIDs))
+                let tags = await self.world.dropletTags(id: id)
+                return SimReply(status: 200, body: Self.dropletJSON(droplet, volumeIDs: volumeIDs, tags: tags))
+            }
+        }
+        router.post("/v2/tags") { request, context in
+            await self.api(request, context) { body throws(SimError) in
+                let create: TagCreateRequest = try Self.decode(body)
+                do throws(SimError) {
+                    try await self.world.createTag(name: create.name)
+                } catch {
+                    guard error.status == 400 else { throw error }
+                    // The tags API answers a bad name in its own error shape.
+                    let object: [String: Any] = ["error": error.message, "messages": NSNull(), "root_causes": [String]()]
+                    return SimReply(status: 400, body: try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+                }
+                return SimReply(status: 201, body: Self.tagJSON(create.name))
+            }
+        }
+        router.post("/v2/tags/:tag/resources") { request, context in
+            await self.api(request, context) { body throws(SimError) in
+                let resources: TagResourcesRequest = try Self.decode(body)
+                try await self.world.tag(name: context.parameters.get("tag") ?? "", resources: resources.resources)
+                return .noContent
+            }
+        }
+        router.delete("/v2/tags/:tag/resources") { request, context in
+            await self.api(request, context) { body throws(SimError) in
+                let resources: TagResourcesRequest = try Self.decode(body)
+                try await self.world.untag(name: context.parameters.get("tag") ?? "", resources: resources.resources)
+                return .noContent
+            }
+        }
+        router.delete("/v2/tags/:tag") { request, context in
+            await self.api(request, context) { _ throws(SimError) in
+                try await self.world.deleteTag(name: context.parameters.get("tag") ?? "")
+                return .noContent
             }
         }
         router.get("/droplets/:droplet/metadata/v1/:item") { _, context in
@@ -346,8 +381,23 @@ public final class SimulatorServer: Sendable {
         }
     }
 
+    /// A new tag as DigitalOcean renders it: nothing tagged yet.
+    static func tagJSON(_ name: String) -> Data {
+        let none: [String: Any] = ["count": 0, "last_tagged_uri": ""]
+        let object: [String: Any] = [
+            "tag": [
+                "name": name,
+                "resources": [
+                    "count": 0, "last_tagged_uri": "", "droplets": none, "imgages": none, "volumes": none,
+                    "volume_snapshots": none, "databases": none,
+                ] as [String: Any],
+            ] as [String: Any]
+        ]
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    }
+
     /// A droplet as DigitalOcean renders it (the fields its schema requires).
-    static func dropletJSON(_ droplet: SimDroplet, volumeIDs: [String]) -> Data {
+    static func dropletJSON(_ droplet: SimDroplet, volumeIDs: [String], tags: [String]) -> Data {
         let regionName = SimulatorWorld.regions[droplet.region] ?? droplet.region
         let object: [String: Any] = [
             "droplet": [
@@ -372,7 +422,7 @@ public final class SimulatorServer: Sendable {
                     "name": regionName, "slug": droplet.region, "features": ["metadata", "storage"],
                     "available": true, "sizes": ["s-1vcpu-1gb"],
                 ],
-                "tags": [String](),
+                "tags": tags,
             ] as [String: Any]
         ]
         return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()

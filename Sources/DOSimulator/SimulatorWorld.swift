@@ -92,6 +92,8 @@ public actor SimulatorWorld {
 
     var volumes: [String: StoredVolume] = [:]
     var droplets: [Int: SimDroplet] = [:]
+    /// Tags by name, with the droplets that carry each, in the order they were tagged.
+    var tags: [String: [Int]] = [:]
     var actions: [Int: (action: Action, volumeID: String)] = [:]
     var pendingByDroplet: [Int: Int] = [:]
     var nextActionID = 36_804_636
@@ -123,6 +125,7 @@ public actor SimulatorWorld {
     /// Destroys a droplet; as on DigitalOcean, its volumes are detached with it.
     public func removeDroplet(id: Int) async {
         guard let droplet = droplets.removeValue(forKey: id) else { return }
+        for name in tags.keys { tags[name]?.removeAll { $0 == id } }
         for (volumeID, stored) in volumes where stored.volume.dropletIDs.contains(id) {
             volumes[volumeID]?.volume.dropletIDs = []
             try? await devices.detach(volumeID: volumeID, name: stored.volume.name, droplet: droplet)
@@ -164,6 +167,55 @@ public actor SimulatorWorld {
     public func droplet(id: Int) throws(SimError) -> SimDroplet {
         guard let droplet = droplets[id] else { throw .notFound() }
         return droplet
+    }
+
+    /// The droplet's tags, as its object lists them.
+    public func dropletTags(id: Int) -> [String] {
+        tags.filter { $0.value.contains(id) }.map(\.key).sorted()
+    }
+
+    /// Every tag in the account.
+    public var tagNames: [String] { tags.keys.sorted() }
+
+    // MARK: Tags
+
+    public func createTag(name: String) throws(SimError) {
+        try Self.checkTagName(name)
+        if tags[name] == nil { tags[name] = [] }
+    }
+
+    /// Tags droplets (other resource types are accepted and not recorded). 404 when the tag does not exist.
+    public func tag(name: String, resources: [TagResourcesRequest.Resource]) throws(SimError) {
+        guard tags[name] != nil else { throw .notFound() }
+        for resource in resources where resource.resourceType == "droplet" {
+            guard let id = Int(resource.resourceID), droplets[id] != nil else { throw .notFound() }
+            if tags[name]?.contains(id) == false { tags[name]?.append(id) }
+        }
+    }
+
+    public func untag(name: String, resources: [TagResourcesRequest.Resource]) throws(SimError) {
+        guard tags[name] != nil else { throw .notFound() }
+        for resource in resources where resource.resourceType == "droplet" {
+            tags[name]?.removeAll { String($0) == resource.resourceID }
+        }
+    }
+
+    public func deleteTag(name: String) throws(SimError) {
+        guard tags.removeValue(forKey: name) != nil else { throw .notFound() }
+    }
+
+    /// Replaces a droplet's tags that start with `prefix` by `replacement` (tests: a heartbeat from the past).
+    public func setDropletTags(id: Int, prefix: String, to replacement: [String]) {
+        for name in tags.keys where name.hasPrefix(prefix) { tags[name]?.removeAll { $0 == id } }
+        for name in replacement { tags[name, default: []].append(id) }
+    }
+
+    static func checkTagName(_ name: String) throws(SimError) {
+        guard TagCreateRequest.isValid(name: name) else {
+            throw SimError(
+                status: 400, id: "bad_request",
+                message: "tag names must be 1-255 characters of letters, numbers, colons, dashes and underscores")
+        }
     }
 
     public func dropletVolumeIDs(id: Int) -> [String] {

@@ -93,6 +93,24 @@ public struct DOClient: Sendable {
         return envelope.droplet
     }
 
+    // MARK: Tags
+
+    /// Creates a tag (201); creating one that exists is not an error on DigitalOcean.
+    public func createTag(name: String) async throws {
+        let _: Empty = try await call("POST", "/v2/tags", body: TagCreateRequest(name: name))
+    }
+
+    /// Tags a droplet (204). Throws `.notFound` when the tag does not exist.
+    public func tag(dropletID: Int, with name: String) async throws {
+        let body = TagResourcesRequest(resources: [.init(resourceID: String(dropletID), resourceType: "droplet")])
+        let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
+    }
+
+    /// Deletes a tag, untagging everything it was on (204). Throws `.notFound` when it does not exist.
+    public func deleteTag(name: String) async throws {
+        let _: Empty = try await call("DELETE", "/v2/tags/\(name)")
+    }
+
     // MARK: Plumbing
 
     private struct Empty: Codable {}

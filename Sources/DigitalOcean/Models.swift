@@ -179,16 +179,19 @@ public struct Droplet: Codable, Sendable, Equatable {
     public var name: String
     public var status: String
     public var volumeIDs: [String]
+    /// The droplet's tags (the plugin's heartbeat is one).
+    public var tags: [String]
 
-    public init(id: Int, name: String, status: String, volumeIDs: [String] = []) {
+    public init(id: Int, name: String, status: String, volumeIDs: [String] = [], tags: [String] = []) {
         self.id = id
         self.name = name
         self.status = status
         self.volumeIDs = volumeIDs
+        self.tags = tags
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, name, status
+        case id, name, status, tags
         case volumeIDs = "volume_ids"
     }
 
@@ -198,7 +201,45 @@ public struct Droplet: Codable, Sendable, Equatable {
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
         status = try c.decodeIfPresent(String.self, forKey: .status) ?? ""
         volumeIDs = try c.decodeIfPresent([String].self, forKey: .volumeIDs) ?? []
+        tags = try c.decodeIfPresent([String].self, forKey: .tags) ?? []
     }
+}
+
+/// `POST /v2/tags`.
+public struct TagCreateRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public init(name: String) { self.name = name }
+
+    /// A DigitalOcean tag name: `^[a-zA-Z0-9_\-:]{1,255}$`.
+    public static func isValid(name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 255
+            && name.utf8.allSatisfy { byte in
+                (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
+                    || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
+            }
+    }
+}
+
+/// `POST|DELETE /v2/tags/{name}/resources`.
+public struct TagResourcesRequest: Codable, Sendable, Equatable {
+    public struct Resource: Codable, Sendable, Equatable {
+        public var resourceID: String
+        /// `droplet`, `volume`, …
+        public var resourceType: String
+
+        public init(resourceID: String, resourceType: String) {
+            self.resourceID = resourceID
+            self.resourceType = resourceType
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case resourceID = "resource_id"
+            case resourceType = "resource_type"
+        }
+    }
+
+    public var resources: [Resource]
+    public init(resources: [Resource]) { self.resources = resources }
 }
 
 /// DigitalOcean's error body: `{"id": "...", "message": "...", "request_id": "..."}`.

@@ -56,7 +56,15 @@ import Testing
         while action.status == .inProgress {
             action = try await client.action(volumeID: volume.id, actionID: attach.id)
         }
-        _ = try await client.droplet(id: 1001)
+        // The heartbeat: a tag made, put on the droplet, seen in the droplet object, deleted.
+        try await client.createTag(name: "do-storage-lease-1001-1795000000")
+        try await client.tag(dropletID: 1001, with: "do-storage-lease-1001-1795000000")
+        #expect(try await client.droplet(id: 1001).tags == ["do-storage-lease-1001-1795000000"])
+        _ = try await raw(transport, running, "DELETE", "/v2/tags/do-storage-lease-1001-1795000000/resources",
+                          #"{"resources":[{"resource_id":"1001","resource_type":"droplet"}]}"#)
+        try await client.deleteTag(name: "do-storage-lease-1001-1795000000")
+        _ = try? await client.deleteTag(name: "do-storage-lease-1001-1795000000")
+        _ = try? await client.tag(dropletID: 1001, with: "never-made")
         _ = try? await client.deleteVolume(id: volume.id)
         let detach = try await client.detach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
         while try await client.action(volumeID: volume.id, actionID: detach.id).status == .inProgress {}
