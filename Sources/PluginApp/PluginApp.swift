@@ -30,6 +30,7 @@ public enum PluginApp {
             let service = try await buildService(settings: settings, token: token, transport: transport, logger: logger)
             Task { await service.releaseUnusedAttachments() }
             Task { await service.growOnDeviceEvents() }
+            Task { await service.keepHeartbeat() }
             return service
         }
     }
@@ -50,7 +51,8 @@ public enum PluginApp {
         let configuration = ServiceConfiguration(
             dropletID: identity.id, region: identity.region, deviceDirectory: settings.deviceDirectory,
             mountRoot: settings.mountRoot, detachOnUnmount: settings.detachOnUnmount,
-            handoffTimeout: settings.handoffTimeout, takeover: settings.takeover, defaults: settings.volumeDefaults)
+            handoffTimeout: settings.handoffTimeout, takeover: settings.takeover, leaseRenew: settings.leaseRenew,
+            leaseTTL: settings.leaseTTL, defaults: settings.volumeDefaults)
         let service = try VolumeService(
             configuration: configuration, api: client, devices: devices, filesystem: LinuxFilesystem(logger: logger),
             store: StateStore(directory: settings.stateDirectory), logger: logger)

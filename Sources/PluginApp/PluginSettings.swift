@@ -31,8 +31,12 @@ public struct PluginSettings: Sendable, Equatable {
     public var detachOnUnmount = true
     /// `HANDOFF_TIMEOUT`, default 30 s, at most 45 s.
     public var handoffTimeout: Duration = .seconds(30)
-    /// `TAKEOVER`, default never.
-    public var takeover: Takeover = .never
+    /// `TAKEOVER`, default lease.
+    public var takeover: Takeover = .lease
+    /// `LEASE_RENEW`, default 5m: how often a droplet holding volumes renews its heartbeat (3 DigitalOcean calls).
+    public var leaseRenew: Duration = .seconds(300)
+    /// `LEASE_TTL`, default 12m: a heartbeat older than this lets `lease` take the holder's volumes.
+    public var leaseTTL: Duration = .seconds(720)
     /// `LOG_LEVEL`, default info.
     public var logLevel: Logger.Level = .info
     /// `AUTO_CREATE` (true), `DEFAULT_SIZE` (10GiB), `DEFAULT_FSTYPE` (ext4), `DEFAULT_MOUNTOPTS` (none),
@@ -41,6 +45,10 @@ public struct PluginSettings: Sendable, Equatable {
 
     /// The longest `HANDOFF_TIMEOUT`: the engine gives a Mount 2 minutes, and attaching needs time after the hand-off.
     public static let maxHandoffTimeout: Duration = .seconds(45)
+    /// How far two droplets' clocks may disagree without a live holder ever looking dead.
+    public static let clockSkewAllowance: Duration = .seconds(30)
+    /// The shortest `LEASE_RENEW`: each renewal is 3 calls out of the token's 5,000 an hour.
+    public static let minLeaseRenew: Duration = .seconds(10)
 
     public init() {}
 
@@ -77,9 +85,27 @@ public struct PluginSettings: Sendable, Equatable {
         }
         if let text = Self.nonEmpty(reader.string(forKey: "takeover")) {
             guard let value = Takeover(rawValue: text.lowercased()) else {
-                throw SettingsError("TAKEOVER must be never or always, not \"\(text)\"")
+                throw SettingsError("TAKEOVER must be never, lease or always, not \"\(text)\"")
             }
             takeover = value
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "lease.renew")) {
+            leaseRenew = try Self.duration(text, "LEASE_RENEW")
+            guard leaseRenew >= Self.minLeaseRenew else {
+                throw SettingsError(
+                    "LEASE_RENEW=\(text) is too short: each renewal costs 3 DigitalOcean calls; use at least "
+                        + "\(Int(Self.minLeaseRenew.seconds))s (default 5m)")
+            }
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "lease.ttl")) {
+            leaseTTL = try Self.duration(text, "LEASE_TTL")
+        }
+        let shortest = leaseRenew * 2 + Self.clockSkewAllowance
+        guard leaseTTL >= shortest else {
+            throw SettingsError(
+                "LEASE_TTL (\(Int(leaseTTL.seconds))s) must be at least twice LEASE_RENEW (\(Int(leaseRenew.seconds))s) "
+                    + "plus 30s, i.e. \(Int(shortest.seconds))s, so that a live droplet that misses one renewal, or "
+                    + "whose clock is 30s off, is never taken over")
         }
         if let text = Self.nonEmpty(reader.string(forKey: "auto.create")) {
             volumeDefaults.autoCreate = try Self.bool(text, "AUTO_CREATE")

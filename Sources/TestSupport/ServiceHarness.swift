@@ -2,6 +2,7 @@ import DOSimulator
 import DigitalOcean
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import VolumeService
 
 /// One simulated DigitalOcean account and any number of droplets, each with its own `VolumeService`, fake
@@ -37,10 +38,12 @@ public final class ServiceHarness: Sendable {
 
     public func node(
         droplet: Int, api: (any VolumeAPI)? = nil, filesystem: FakeFilesystem = FakeFilesystem(),
-        configure: (inout ServiceConfiguration) -> Void = { _ in }
+        time: TimeSource = .system, configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> Node {
         let deviceDirectory = "\(root)/droplet-\(droplet)/by-id"
-        try await world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory)
+        if (try? await world.droplet(id: droplet)) == nil {
+            try await world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory)
+        }
         var configuration = ServiceConfiguration(
             dropletID: droplet, region: "nyc1", deviceDirectory: deviceDirectory,
             mountRoot: "\(root)/droplet-\(droplet)/mnt", handoffTimeout: .seconds(2),
@@ -52,7 +55,7 @@ public final class ServiceHarness: Sendable {
             devices: SignalDeviceWatcher(signal: signal, fallbackInterval: .milliseconds(500)) { path in
                 FileManager.default.fileExists(atPath: path) ? path : nil
             },
-            filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"),
+            filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"), time: time,
             logger: Logger(label: "test"))
         return Node(service: service, filesystem: filesystem, configuration: configuration)
     }
@@ -96,5 +99,22 @@ public func waitUntil(_ what: String, within limit: Duration, _ condition: () as
     while try await !condition() {
         guard ContinuousClock.now < deadline else { throw FakeError(message: "timed out waiting for \(what)") }
         try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+/// Real monotonic time and waits, with a wall clock the test moves: a droplet's clock that is off, or hours of
+/// heartbeats without waiting for them.
+public final class MovableWallClock: Sendable {
+    private let offset = NIOLockedValueBox<TimeInterval>(0)
+
+    public init() {}
+
+    /// Moves the wall clock forward (or back) by `duration`.
+    public func move(by duration: Duration) { offset.withLockedValue { $0 += duration.seconds } }
+
+    public var now: Date { Date().addingTimeInterval(offset.withLockedValue { $0 }) }
+
+    public var timeSource: TimeSource {
+        TimeSource(now: { ContinuousClock.now }, sleep: { try await Task.sleep(for: $0) }, wallClock: { self.now })
     }
 }

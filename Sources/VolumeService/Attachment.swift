@@ -15,8 +15,9 @@ extension VolumeService {
             logger.debug("Volume already attached here", metadata: ["volume.name": "\(name)"])
             return (volume, try await waitForDevice(watch, name: name), false)
         }
+        startHeartbeatIfDue()
         if let other = volume.dropletIDs.first {
-            volume = try await takeFrom(droplet: other, volume: volume, name: name)
+            volume = try await takeFrom(droplet: other, volume: volume, name: name, mode: record.takeover ?? configuration.takeover)
         }
         let attached = try await dropletLock.withLock("actions") {
             try await attach(volume, watch: watch, name: name)
@@ -84,28 +85,40 @@ extension VolumeService {
         return volume
     }
 
-    /// Attached elsewhere: wait for the other droplet to let go, or with TAKEOVER=always detach it from there.
-    /// A holder that is powered off or destroyed cannot be using the volume, so it is detached from there at once.
-    func takeFrom(droplet other: Int, volume: Volume, name: String) async throws -> Volume {
-        if configuration.takeover == .always {
+    /// Attached elsewhere. `always` detaches it from there at once. A holder that is powered off or destroyed
+    /// cannot be using the volume, so it is detached from there at once in every mode. Under `lease`, so is a holder
+    /// whose heartbeat is older than `leaseTTL`. Otherwise: wait for the other droplet to let go, then fail naming it.
+    func takeFrom(droplet other: Int, volume: Volume, name: String, mode: Takeover) async throws -> Volume {
+        if mode == .always {
             logger.warning(
-                "Taking the volume from another droplet (TAKEOVER=always); a container there loses its disk",
+                "Taking the volume from another droplet (takeover always); a container there loses its disk",
                 metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
             return try await forceDetach(volume, from: other, name: name)
         }
-        if let state = await holderState(other), state != "active" && state != "new" {
+        let holder = await holder(other)
+        if !holder.isRunning {
             logger.warning(
                 "The droplet holding the volume is not running; detaching it from there",
-                metadata: ["volume.name": "\(name)", "droplet.id": "\(other)", "droplet.status": "\(state)"])
+                metadata: ["volume.name": "\(name)", "droplet.id": "\(other)", "droplet.status": "\(holder.status)"])
+            return try await forceDetach(volume, from: other, name: name)
+        }
+        let age = heartbeatAge(of: holder, droplet: other)
+        if mode == .lease, let age, age > configuration.leaseTTL {
+            logger.warning(
+                "The plugin on the droplet holding the volume has missed its heartbeat; taking the volume from there",
+                metadata: [
+                    "volume.name": "\(name)", "droplet.id": "\(other)", "lease.age.s": "\(Int(age.seconds))",
+                    "lease.ttl.s": "\(Int(configuration.leaseTTL.seconds))",
+                ])
             return try await forceDetach(volume, from: other, name: name)
         }
         logger.info(
             "Volume is attached to another droplet; waiting for it to be released",
-            metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
+            metadata: ["volume.name": "\(name)", "droplet.id": "\(other)", "lease.age.s": "\(age.map { "\(Int($0.seconds))" } ?? "none")"])
         let started = time.now()
         let deadline = limit(after: configuration.handoffTimeout, from: started)
         var interval = Duration.milliseconds(500)
-        var holder = other
+        var current = other
         while true {
             let remaining = time.now().duration(to: deadline)
             if remaining <= .zero { break }
@@ -114,36 +127,36 @@ extension VolumeService {
             // at any moment.
             interval = min(interval * 3 / 2, .seconds(2))
             let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
-            guard let current = now.dropletIDs.first else {
+            guard let holderNow = now.dropletIDs.first else {
                 logger.info(
                     "Volume released by the other droplet",
                     metadata: [
-                        "volume.name": "\(name)", "droplet.id": "\(holder)",
+                        "volume.name": "\(name)", "droplet.id": "\(current)",
                         "wait.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
                     ])
                 return now
             }
-            if current == configuration.dropletID { return now }
-            holder = current
+            if holderNow == configuration.dropletID { return now }
+            current = holderNow
+        }
+        let waited = Int(started.duration(to: time.now()).seconds.rounded())
+        let stop = "stop the container using it on droplet \(current) (docker ps --filter volume=\(name))"
+        let force = "or create the volume with -o takeover=always (or set TAKEOVER=always) to detach it by force (a "
+            + "container still using it there loses its disk)"
+        let why: String
+        switch (mode, age) {
+        case (.lease, let age?) where current == other:
+            why = "its do_storage plugin is alive (heartbeat \(Int(max(age.seconds, 0)))s ago, taken over only after "
+                + "\(Int(configuration.leaseTTL.seconds))s without one)"
+        case (.lease, nil) where current == other:
+            why = "it shows no do_storage heartbeat (an older plugin, or attached by hand), so it is treated as in use"
+        default:
+            why = "TAKEOVER is never"
         }
         throw VolumeError(
             .attachedElsewhere,
-            "volume \(name) is attached to droplet \(holder) and was not released within "
-                + "\(Int(started.duration(to: time.now()).seconds.rounded()))s; stop the container using it on droplet \(holder) "
-                + "(docker ps --filter volume=\(name)), or set TAKEOVER=always on this plugin to detach it by "
-                + "force (a container still using it there loses its disk)")
-    }
-
-    /// The holder's status ("active", "off", …), "destroyed" when it no longer exists, nil when unknown.
-    func holderState(_ droplet: Int) async -> String? {
-        do {
-            return try await api.droplet(id: droplet).status
-        } catch let error as DOError where error.code == .notFound {
-            return "destroyed"
-        } catch {
-            logger.debug("Cannot read the holder droplet", metadata: ["droplet.id": "\(droplet)", "error": "\(error)"])
-            return nil
-        }
+            "volume \(name) is attached to droplet \(current) and was not released within \(waited)s; \(why). "
+                + "\(stop), \(force)")
     }
 
     /// Detaches the volume from another droplet and waits for DigitalOcean to confirm.

@@ -114,6 +114,7 @@ extension VolumeService {
             mountOptions: options.mountOptions, onRemove: options.onRemove)
         record.formatAs = options.fstype
         record.formatLabel = options.label
+        record.takeover = options.takeover
         record.saw(volume)
         state.volumes[name] = record
         try await persist()

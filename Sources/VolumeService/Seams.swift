@@ -13,8 +13,14 @@ public protocol VolumeAPI: Sendable {
     func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action
     func action(volumeID: String, actionID: Int) async throws -> Action
-    /// One droplet; throws `DOError` `.notFound` when it does not exist (destroyed).
+    /// One droplet, its tags included; throws `DOError` `.notFound` when it does not exist (destroyed).
     func droplet(id: Int) async throws -> Droplet
+    /// Creates a tag; one that exists already is not an error.
+    func createTag(name: String) async throws
+    /// Puts an existing tag on a droplet; throws `DOError` `.notFound` when the tag does not exist.
+    func tag(dropletID: Int, with name: String) async throws
+    /// Deletes a tag and takes it off everything; throws `DOError` `.notFound` when it does not exist.
+    func deleteTag(name: String) async throws
 }
 
 extension DOClient: VolumeAPI {}

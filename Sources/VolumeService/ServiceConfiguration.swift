@@ -1,9 +1,12 @@
 import DigitalOcean
 
 /// What to do with a volume that is attached to another droplet when a container here wants it.
-public enum Takeover: String, Sendable, CaseIterable {
-    /// Wait up to the hand-off timeout for the other droplet to release it, then fail. The default.
+public enum Takeover: String, Sendable, Codable, CaseIterable {
+    /// Wait up to the hand-off timeout for the other droplet to release it, then fail.
     case never
+    /// As `never` while the other droplet's plugin keeps its heartbeat; once the heartbeat is older than the lease's
+    /// time to live (its plugin, engine or network is dead), detach it from there and take it. The default.
+    case lease
     /// Detach it from the other droplet at once (the old do_storage behaviour: a container there loses its disk).
     case always
 }
@@ -20,8 +23,13 @@ public struct ServiceConfiguration: Sendable {
     public var detachOnUnmount: Bool
     /// How long a Mount waits for another droplet to release the volume. Default 30 s.
     public var handoffTimeout: Duration
-    /// Default `.never`.
+    /// Default `.lease`; a volume's `-o takeover=` overrides it.
     public var takeover: Takeover
+    /// How often a droplet holding volumes renews its heartbeat (3 DigitalOcean calls). Default 5 minutes.
+    public var leaseRenew: Duration
+    /// How old another droplet's heartbeat must be before `lease` takes its volumes. Default 12 minutes: two
+    /// renewals, plus 30 s for clocks that disagree, plus slack.
+    public var leaseTTL: Duration
     /// First wait between action polls; doubles up to `maxPollInterval`. Defaults 250 ms and 4 s.
     public var initialPollInterval: Duration
     public var maxPollInterval: Duration
@@ -41,7 +49,8 @@ public struct ServiceConfiguration: Sendable {
 
     public init(
         dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
-        detachOnUnmount: Bool = true, handoffTimeout: Duration = .seconds(30), takeover: Takeover = .never,
+        detachOnUnmount: Bool = true, handoffTimeout: Duration = .seconds(30), takeover: Takeover = .lease,
+        leaseRenew: Duration = .seconds(300), leaseTTL: Duration = .seconds(720),
         initialPollInterval: Duration = .milliseconds(250), maxPollInterval: Duration = .seconds(4),
         actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
         negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5),
@@ -54,6 +63,8 @@ public struct ServiceConfiguration: Sendable {
         self.detachOnUnmount = detachOnUnmount
         self.handoffTimeout = handoffTimeout
         self.takeover = takeover
+        self.leaseRenew = leaseRenew
+        self.leaseTTL = leaseTTL
         self.initialPollInterval = initialPollInterval
         self.maxPollInterval = maxPollInterval
         self.actionTimeout = actionTimeout

@@ -28,6 +28,8 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var formatAs: FilesystemType?
     /// `-o fslabel=` given at Create, for that filesystem.
     public var formatLabel: String?
+    /// `-o takeover=` given at Create; nil: the plugin-wide `TAKEOVER`.
+    public var takeover: Takeover?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],
@@ -76,9 +78,12 @@ public struct SeenVolume: Codable, Sendable, Equatable {
 public struct PersistedState: Codable, Sendable, Equatable {
     public var version: Int = 1
     public var volumes: [String: VolumeRecord] = [:]
+    /// This droplet's heartbeat, while it has one.
+    public var lease: LeaseState?
 
-    public init(volumes: [String: VolumeRecord] = [:]) {
+    public init(volumes: [String: VolumeRecord] = [:], lease: LeaseState? = nil) {
         self.volumes = volumes
+        self.lease = lease
     }
 }
 

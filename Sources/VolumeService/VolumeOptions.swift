@@ -1,3 +1,5 @@
+import DigitalOcean
+
 /// A filesystem do_storage mounts, and DigitalOcean formats a new volume with.
 public enum FilesystemType: String, Sendable, Codable, CaseIterable {
     case ext4, xfs
@@ -75,9 +77,11 @@ public struct CreateOptions: Sendable, Equatable {
     public var tags: [String] = []
     public var mountOptions: [MountOption]?
     public var onRemove: RemovePolicy?
+    /// What a Mount here does when the volume is attached to another droplet; nil: the plugin-wide `TAKEOVER`.
+    public var takeover: Takeover?
 
     /// Every option's name, as the errors list them.
-    public static let names = ["size", "fstype", "fslabel", "description", "tags", "mountopts", "onremove"]
+    public static let names = ["size", "fstype", "fslabel", "description", "tags", "mountopts", "onremove", "takeover"]
 
     /// The smallest and largest volume DigitalOcean makes, in GiB.
     public static let sizeRange = 1...16384
@@ -147,6 +151,12 @@ public struct CreateOptions: Sendable, Equatable {
             }
             onRemove = policy
         }
+        if let text = values["takeover"] {
+            guard let mode = Takeover(rawValue: text.lowercased()) else {
+                throw VolumeError(.invalidOption, "takeover=\(text) is not a takeover mode: use never, lease or always")
+            }
+            takeover = mode
+        }
     }
 
     /// `20`, `20G`, `20GB`, `20GiB` (GiB), `1T`, `1TB`, `1TiB` (TiB); any case. Nil when it is none of these.
@@ -166,11 +176,5 @@ public struct CreateOptions: Sendable, Equatable {
     }
 
     /// A DigitalOcean tag name: `^[a-zA-Z0-9_\-:]{1,255}$`.
-    public static func isValidTag(_ tag: String) -> Bool {
-        !tag.isEmpty && tag.utf8.count <= 255
-            && tag.utf8.allSatisfy { byte in
-                (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
-                    || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
-            }
-    }
+    public static func isValidTag(_ tag: String) -> Bool { TagCreateRequest.isValid(name: tag) }
 }

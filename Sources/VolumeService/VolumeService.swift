@@ -66,6 +66,8 @@ public actor VolumeService: VolumeDriver {
     var negativeLookups: RecentMisses
     /// Device sizes at which an online growth failed, by volume name: not tried again until the size changes.
     var failedOnlineGrowth: [String: UInt64] = [:]
+    /// Mounts between their first DigitalOcean call and their end: the droplet holds (or is about to hold) a volume.
+    var mountsInFlight = 0
     let volumeLocks = AsyncKeyedLock()
     let dropletLock = AsyncKeyedLock()
 
@@ -191,6 +193,8 @@ public actor VolumeService: VolumeDriver {
                 return mountpoint
             }
             let started = time.now()
+            mountsInFlight += 1
+            defer { mountsInFlight -= 1 }
             let (volume, device, attachedByUs) = try await bringHere(&record)
             record.saw(volume, device: device)
             do {

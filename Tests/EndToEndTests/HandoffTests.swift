@@ -2,6 +2,7 @@ import DOSimulator
 import DigitalOcean
 import Foundation
 import Testing
+import VolumeService
 
 /// Two do-storage processes as two droplets, one simulated DigitalOcean, real loop devices, real udev, real mounts.
 /// Serialized: they share the machine's loop devices and udev.
@@ -91,8 +92,44 @@ struct HandoffTests {
             let onB = try await b.mount("pgdata", id: "c2")
             #expect(try String(contentsOfFile: onB + "/file", encoding: .utf8) == "from A\n")
             #expect(await lab.attachments("pgdata") == [1002])
-            #expect(b.log.contains("TAKEOVER=always"))
+            #expect(b.log.contains("takeover always"))
             try await b.unmount("pgdata", id: "c2")
+        }
+    }
+
+    /// TAKEOVER=lease (the default): the plugin on droplet A is killed while A's container holds the volume. While
+    /// A's heartbeat is fresh, B waits and fails naming A; once it is older than LEASE_TTL, B takes the volume, with
+    /// the data A wrote.
+    @Test func aDropletWhosePluginDiedLosesItsVolumeOnceItsHeartbeatIsStale() async throws {
+        try await Lab.withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.addDroplet(1002)
+            try await lab.createVolume("pgdata")
+            let a = try await lab.startPlugin(droplet: 1001)
+            let b = try await lab.startPlugin(droplet: 1002, environment: ["HANDOFF_TIMEOUT": "1s"])
+            let onA = try await a.mount("pgdata", id: "c1")
+            try "A's last write\n".write(toFile: onA + "/file", atomically: true, encoding: .utf8)
+            sync()
+            try await waitFor("A's heartbeat") {
+                LeaseTag.heartbeat(in: await lab.world.dropletTags(id: 1001), droplet: 1001) != nil
+            }
+            a.kill9()
+
+            let error = await #expect(throws: LabError.self) { try await b.mount("pgdata", id: "c2") }
+            #expect(error?.description.contains("attached to droplet 1001") == true, "\(String(describing: error))")
+            #expect(error?.description.contains("its do_storage plugin is alive") == true)
+            #expect(await lab.attachments("pgdata") == [1001])
+
+            // Thirteen minutes on (LEASE_TTL is 12m), A's heartbeat is that old.
+            await lab.world.setDropletTags(
+                id: 1001, prefix: LeaseTag.prefix, to: [LeaseTag.name(droplet: 1001, at: Date().addingTimeInterval(-780))])
+            let onB = try await b.mount("pgdata", id: "c2")
+            #expect(try String(contentsOfFile: onB + "/file", encoding: .utf8) == "A's last write\n")
+            #expect(await lab.attachments("pgdata") == [1002])
+            #expect(b.log.contains("missed its heartbeat"))
+            #expect(b.log.contains("lease.age.s=78"), "the warning gives the heartbeat's age")
+            try await b.unmount("pgdata", id: "c2")
+            #expect(await lab.attachments("pgdata").isEmpty)
         }
     }
 

@@ -21,6 +21,7 @@ import VolumeService
         (["fslabel": "has space"], "fslabel=has space"), (["tags": "db,pr od"], "\"pr od\""),
         (["tags": "do-storage"], "not starting with"), (["mountopts": "noatime,exec"], "\"exec\""),
         (["fstype": "xfs", "mountopts": "nobarrier"], "ext4 only"), (["onremove": "shred"], "onremove=shred"),
+        (["takeover": "sometimes"], "takeover=sometimes is not a takeover mode: use never, lease or always"),
         (["description": String(repeating: "d", count: 1025)], "at most 1024"),
     ])
     func badValuesNameTheOptionAndTheAcceptedForm(options: [String: String], expected: String) {
@@ -32,17 +33,18 @@ import VolumeService
     @Test func anUnknownOptionListsTheAcceptedOnes() {
         let error = #expect(throws: VolumeError.self) { try CreateOptions(parsing: ["sise": "20"]) }
         #expect(error?.message == "unknown volume option \"sise\"; do_storage accepts "
-            + "size, fstype, fslabel, description, tags, mountopts, onremove")
+            + "size, fstype, fslabel, description, tags, mountopts, onremove, takeover")
     }
 
     @Test func everyOptionTogether() throws {
         let options = try CreateOptions(parsing: [
             "size": "20GiB", "fstype": "XFS", "fslabel": "pg", "description": "the database", "tags": "db, prod",
-            "mountopts": "noatime,discard,noatime", "onremove": "delete",
+            "mountopts": "noatime,discard,noatime", "onremove": "delete", "takeover": "Always",
         ])
         #expect(options.sizeGiB == 20 && options.fstype == .xfs && options.label == "pg")
         #expect(options.description == "the database" && options.tags == ["db", "prod"])
         #expect(options.mountOptions == [.noatime, .discard] && options.onRemove == .delete)
+        #expect(options.takeover == .always)
     }
 }
 

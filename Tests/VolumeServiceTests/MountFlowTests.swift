@@ -396,6 +396,9 @@ final class FlakyDetachAPI: VolumeAPI {
     }
     func action(volumeID: String, actionID: Int) async throws -> Action { try await base.action(volumeID: volumeID, actionID: actionID) }
     func droplet(id: Int) async throws -> Droplet { try await base.droplet(id: id) }
+    func createTag(name: String) async throws { try await base.createTag(name: name) }
+    func tag(dropletID: Int, with name: String) async throws { try await base.tag(dropletID: dropletID, with: name) }
+    func deleteTag(name: String) async throws { try await base.deleteTag(name: name) }
 }
 
 final class ManagedFlag: Sendable {
@@ -415,4 +418,7 @@ struct FailingAPI: VolumeAPI {
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action { throw fail() }
     func action(volumeID: String, actionID: Int) async throws -> Action { throw fail() }
     func droplet(id: Int) async throws -> Droplet { throw fail() }
+    func createTag(name: String) async throws { throw fail() }
+    func tag(dropletID: Int, with name: String) async throws { throw fail() }
+    func deleteTag(name: String) async throws { throw fail() }
 }
