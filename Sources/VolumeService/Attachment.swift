@@ -19,6 +19,10 @@ extension VolumeService {
         if let other = volume.dropletIDs.first {
             volume = try await takeFrom(droplet: other, volume: volume, name: name, mode: record.takeover ?? configuration.takeover)
         }
+        // Written before the request: a plugin killed from here on finds it at its next start.
+        record.attachRequested = time.wallClock()
+        state.volumes[name] = record
+        try await persist()
         let attached = try await dropletLock.withLock("actions") {
             try await attach(volume, watch: watch, name: name)
         }

@@ -30,6 +30,9 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var formatLabel: String?
     /// `-o takeover=` given at Create; nil: the plugin-wide `TAKEOVER`.
     public var takeover: Takeover?
+    /// When a Mount asked DigitalOcean to attach the volume here, until that Mount ends: a plugin killed meanwhile
+    /// knows at its next start that an attach may still complete, and releases the volume once it has.
+    public var attachRequested: Date?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],

@@ -123,11 +123,42 @@ public actor VolumeService: VolumeDriver {
         if changed { try await persist() }
     }
 
-    /// Releases volumes that DigitalOcean shows attached here but that no container here holds (a crash between
-    /// attach and mount, say). Only volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. Safe to
-    /// run while serving: each volume's lock is held while it is looked at.
+    /// Releases volumes that DigitalOcean shows attached here but that no container here holds: a plugin killed
+    /// between an attach and its mount, or during an unmount, or a droplet rebooted. An attach requested before the
+    /// plugin stopped may complete after it starts again: such a volume is watched (with polls growing to
+    /// `maxPollInterval`) until it is attached, then released, or until `actionTimeout` after the request. Only
+    /// volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. Safe to run while serving: each
+    /// volume's lock is held while it is looked at. Call once at start.
     public func releaseUnusedAttachments() async {
         guard configuration.detachOnUnmount else { return }
+        var wait = configuration.initialPollInterval
+        while true {
+            await releaseUnusedAttachmentsOnce()
+            let now = time.wallClock()
+            var waiting = false
+            for (name, record) in state.volumes {
+                guard let requested = record.attachRequested, record.references.isEmpty, record.mountpoint == nil else {
+                    continue
+                }
+                if Duration.seconds(now.timeIntervalSince(requested)) > configuration.actionTimeout {
+                    // DigitalOcean would have finished it by now: it never happened, or was released above.
+                    state.volumes[name]?.attachRequested = nil
+                    do {
+                        try await persist()
+                    } catch {
+                        logger.warning("Cannot save the plugin's state", metadata: ["error": "\(error)"])
+                    }
+                } else {
+                    waiting = true
+                }
+            }
+            guard waiting else { return }
+            do { try await time.sleep(wait) } catch { return }
+            wait = min(wait * 2, configuration.maxPollInterval)
+        }
+    }
+
+    func releaseUnusedAttachmentsOnce() async {
         let attachedHere: [Volume]
         do {
             attachedHere = try await api.volumes(named: nil, region: configuration.region)
@@ -144,6 +175,10 @@ public actor VolumeService: VolumeDriver {
                 logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
                 do {
                     try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+                    state.volumes[name]?.attachRequested = nil
+                    state.volumes[name]?.seen?.attachedTo = nil
+                    state.volumes[name]?.seen?.device = nil
+                    try await persist()
                 } catch {
                     logger.warning("Cannot release attachment", metadata: ["volume.name": "\(name)", "error": "\(error)"])
                 }
@@ -205,6 +240,7 @@ public actor VolumeService: VolumeDriver {
             }
             record.references[id, default: 0] += 1
             record.mountpoint = mountpoint
+            record.attachRequested = nil
             state.volumes[name] = record
             try await persist()
             logger.info(

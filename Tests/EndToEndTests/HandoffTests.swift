@@ -133,31 +133,92 @@ struct HandoffTests {
         }
     }
 
-    @Test func killedBetweenAttachAndMountThenRestartedMountsCleanly() async throws {
-        try await Lab.withLab { lab in
+    /// Where a plugin can be killed (SIGKILL) in a volume's life, and a reboot (the mounts are gone, the
+    /// attachment and the state file stay).
+    enum CrashPoint: String, CaseIterable, Sendable {
+        case afterAttachRequest, afterAttachCompleted, afterMount, duringUnmount, duringDetach, reboot
+    }
+
+    /// Each crash point, then a restart: no reference lost, nothing mounted or attached here without a user (an
+    /// attach still under way is released once it completes), the next Mount works, and the data written before
+    /// the crash is there.
+    @Test(arguments: CrashPoint.allCases)
+    func aPluginKilledAtEachCrashPointRecovers(_ point: CrashPoint) async throws {
+        // A slow attach is still under way when the plugin starts again.
+        try await Lab.withLab(actionLatency: point == .afterAttachRequest ? .seconds(3) : .milliseconds(200)) { lab in
             try await lab.addDroplet(1001)
             try await lab.createVolume("pgdata")
-            // The device appears late, so the plugin is caught waiting for it after the attach completed.
-            await lab.world.setDeviceDelay(.seconds(3))
             let first = try await lab.startPlugin(droplet: 1001)
-            let pending = Task { try? await first.mount("pgdata", id: "c1") }
-            try await waitFor("the attach to complete") {
-                await lab.world.actionLog.contains { $0.type == "attach" && $0.status == .completed }
+            let mountpoint = first.mountRoot + "/pgdata"
+            func mountAndWrite() async throws {
+                _ = try await first.mount("pgdata", id: "c1")
+                try "before the crash\n".write(toFile: mountpoint + "/file", atomically: true, encoding: .utf8)
+                sync()
             }
-            first.kill9()
-            _ = await pending.value
-            #expect(try first.persistedReferences("pgdata").isEmpty)
-            await lab.world.setDeviceDelay(.zero)
+            func killWhile(_ request: @escaping @Sendable () async throws -> Void, once condition: () async throws -> Bool) async throws {
+                let pending = Task { try? await request() }
+                try await waitFor("the crash point \(point)", condition)
+                first.kill9()
+                _ = await pending.value
+            }
+            switch point {
+            case .afterAttachRequest:
+                try await killWhile({ _ = try await first.mount("pgdata", id: "c1") }) {
+                    await lab.world.actionLog.contains { $0.type == "attach" }
+                }
+            case .afterAttachCompleted:
+                // The device appears late, so the plugin is caught waiting for it after the attach completed.
+                await lab.world.setDeviceDelay(.seconds(3))
+                try await killWhile({ _ = try await first.mount("pgdata", id: "c1") }) {
+                    await lab.world.actionLog.contains { $0.type == "attach" && $0.status == .completed }
+                }
+                await lab.world.setDeviceDelay(.zero)
+            case .afterMount:
+                try await mountAndWrite()
+                first.kill9()
+            case .duringUnmount:
+                try await mountAndWrite()
+                try await killWhile({ try await first.unmount("pgdata", id: "c1") }) { first.log.contains("Volume unmounted") }
+            case .duringDetach:
+                try await mountAndWrite()
+                try await killWhile({ try await first.unmount("pgdata", id: "c1") }) {
+                    await lab.world.actionLog.contains { $0.type == "detach" }
+                }
+            case .reboot:
+                try await mountAndWrite()
+                first.kill9()
+                umount2(mountpoint, Int32(MNT_DETACH))
+            }
 
             let second = try await lab.startPlugin(droplet: 1001)
-            let mountpoint = try await second.mount("pgdata", id: "c2")
-            #expect(Lab.isMounted(mountpoint))
-            #expect(try second.persistedReferences("pgdata") == ["c2": 1])
-            #expect(Lab.mountinfo().filter { $0.mountpoint.hasPrefix(second.mountRoot + "/") }.map(\.mountpoint) == [mountpoint])
+            if point == .afterMount {
+                // Docker still runs the container: its reference and its mount are kept.
+                #expect(try second.persistedReferences("pgdata") == ["c1": 1])
+                #expect(Lab.isMounted(mountpoint))
+                #expect(await lab.attachments("pgdata") == [1001])
+            } else {
+                try await waitFor("the actions under way at the crash to finish") {
+                    await lab.world.actionLog.allSatisfy { $0.status != .inProgress }
+                }
+                try await waitFor("the attachment nobody uses to be released") {
+                    let settled = await lab.world.actionLog.allSatisfy { $0.status != .inProgress }
+                    let attached = await lab.attachments("pgdata")
+                    return settled && attached.isEmpty
+                }
+                #expect(try second.persistedReferences("pgdata").isEmpty)
+                #expect(Lab.mountinfo().filter { $0.mountpoint.hasPrefix(second.mountRoot + "/") }.isEmpty)
+            }
+
+            #expect(try await second.mount("pgdata", id: "c2") == mountpoint)
+            if point != .afterAttachRequest && point != .afterAttachCompleted {
+                #expect(try String(contentsOfFile: mountpoint + "/file", encoding: .utf8) == "before the crash\n")
+            }
             try await second.unmount("pgdata", id: "c2")
+            if point == .afterMount { try await second.unmount("pgdata", id: "c1") }
             #expect(!Lab.isMounted(mountpoint))
             #expect(try second.persistedReferences("pgdata").isEmpty)
             #expect(await lab.attachments("pgdata").isEmpty)
+            #expect(await lab.world.actionLog.allSatisfy { $0.status == .completed })
         }
     }
 
