@@ -96,6 +96,9 @@ public actor SimulatorWorld {
     var tags: [String: [Int]] = [:]
     var actions: [Int: (action: Action, volumeID: String)] = [:]
     var pendingByDroplet: [Int: Int] = [:]
+    /// One attach or detach at a time per volume too: a second droplet's attach while the first is under way is
+    /// refused as DigitalOcean refuses overlapping events, instead of both completing.
+    var pendingByVolume: [String: Int] = [:]
     var nextActionID = 36_804_636
     var nextOrder = 0
     var erroredActionsToCome = 0
@@ -336,6 +339,9 @@ public actor SimulatorWorld {
             if pendingByDroplet[dropletID] != nil {
                 throw .unprocessable("Droplet already has a pending event.")
             }
+            if pendingByVolume[volume.id] != nil {
+                throw .unprocessable("Volume already has a pending event.")
+            }
             return begin(type: request.type, volume: volume, droplet: droplet)
         case "resize":
             guard let size = request.sizeGigabytes, size > volume.sizeGigabytes, size <= 16384 else {
@@ -376,6 +382,7 @@ public actor SimulatorWorld {
             resourceType: "volume", regionSlug: volume.region.slug)
         actions[action.id] = (action, volume.id)
         pendingByDroplet[droplet.id] = action.id
+        pendingByVolume[volume.id] = action.id
         actionLog.append(
             ActionLogEntry(
                 actionID: action.id, type: type, volumeName: volume.name, dropletID: droplet.id, status: .inProgress,
@@ -392,7 +399,10 @@ public actor SimulatorWorld {
     }
 
     private func finish(actionID: Int, type: String, volumeID: String, dropletID: Int) async {
-        defer { pendingByDroplet[dropletID] = nil }
+        defer {
+            pendingByDroplet[dropletID] = nil
+            pendingByVolume[volumeID] = nil
+        }
         guard let droplet = droplets[dropletID], let stored = volumes[volumeID] else {
             setStatus(actionID, .errored)
             return
@@ -407,6 +417,7 @@ public actor SimulatorWorld {
             volumes[volumeID]?.volume.dropletIDs = [dropletID]
             setStatus(actionID, .completed)
             pendingByDroplet[dropletID] = nil
+            pendingByVolume[volumeID] = nil
             if deviceDelay > .zero { try? await Task.sleep(for: deviceDelay) }
             // Detached again, or shut down, meanwhile: no device.
             guard !closed, volumes[volumeID]?.volume.dropletIDs == [dropletID] else { return }
@@ -422,6 +433,7 @@ public actor SimulatorWorld {
             volumes[volumeID]?.volume.dropletIDs = []
             setStatus(actionID, .completed)
             pendingByDroplet[dropletID] = nil
+            pendingByVolume[volumeID] = nil
             do {
                 try await devices.detach(volumeID: volumeID, name: name, droplet: droplet)
             } catch {

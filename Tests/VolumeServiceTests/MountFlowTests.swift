@@ -363,6 +363,43 @@ import VolumeService
         await a.service.releaseUnusedAttachments()
         #expect(await harness.attachments("pgdata").isEmpty)
     }
+
+    /// Two droplets mount one volume at the same moment, round after round: exactly one wins each round, the other
+    /// fails saying where the volume is, the winner's mount is never disturbed, and each round costs exactly one
+    /// attach and one detach (the winner's release): no flapping.
+    @Test func twoDropletsMountingOneVolumeAtOnceNeverFlap() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("pgdata")
+        let nodes = [
+            try await harness.node(droplet: 1) { $0.handoffTimeout = .milliseconds(200) },
+            try await harness.node(droplet: 2) { $0.handoffTimeout = .milliseconds(200) },
+        ]
+        var wins = [0, 0]
+        for round in 1...20 {
+            await harness.world.clearActionLog()
+            async let first = outcome { try await nodes[0].service.mount(name: "pgdata", id: "r\(round)") }
+            async let second = outcome { try await nodes[1].service.mount(name: "pgdata", id: "r\(round)") }
+            let results = await [first, second]
+            let winners = results.indices.filter { (try? results[$0].get()) != nil }
+            #expect(winners.count == 1, "round \(round): \(results)")
+            guard let winner = winners.first else { continue }
+            wins[winner] += 1
+            let loser = 1 - winner
+            guard case .failure(let failure) = results[loser] else { continue }
+            let error = failure as? VolumeError
+            #expect(error?.code == .attachedElsewhere, "round \(round): \(String(describing: error))")
+            #expect(error?.message.contains("droplet \(winner + 1)") == true, "round \(round): \(String(describing: error))")
+            #expect(await harness.attachments("pgdata") == [winner + 1])
+            #expect(nodes[winner].filesystem.mounted.count == 1)
+            #expect(nodes[loser].filesystem.mounted.isEmpty)
+            #expect(await nodes[loser].service.records["pgdata"]?.references.isEmpty == true)
+
+            try await nodes[winner].service.unmount(name: "pgdata", id: "r\(round)")
+            let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID):\($0.status)" }
+            #expect(log == ["attach@\(winner + 1):completed", "detach@\(winner + 1):completed"], "round \(round)")
+        }
+        #expect(wins.reduce(0, +) == 20)
+    }
 }
 
 /// Fails the first `failures` detaches as an outage would, then passes through.
@@ -421,4 +458,9 @@ struct FailingAPI: VolumeAPI {
     func createTag(name: String) async throws { throw fail() }
     func tag(dropletID: Int, with name: String) async throws { throw fail() }
     func deleteTag(name: String) async throws { throw fail() }
+}
+
+/// The result of an async call, success or error.
+func outcome<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+    do { return .success(try await body()) } catch { return .failure(error) }
 }
