@@ -80,7 +80,8 @@ extension VolumeService {
     /// Keeps the heartbeat until the task is cancelled. Start it once, after `reconcileWithHost`.
     public func keepHeartbeat() async {
         while !Task.isCancelled {
-            let wait = await heartbeat()
+            // Nothing held and no heartbeat up: nothing to do, and no call.
+            let wait = holdsVolumes || state.lease != nil ? await heartbeat() : configuration.leaseRenew
             do { try await time.sleep(wait) } catch { return }
         }
     }

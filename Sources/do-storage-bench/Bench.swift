@@ -5,6 +5,7 @@ import DigitalOcean
 import Foundation
 import HostDevices
 import Logging
+import Subprocess
 import TestSupport
 import VolumeService
 
@@ -34,6 +35,12 @@ struct Bench: AsyncParsableCommand {
 
     @Option(help: "Start-ups to measure with --plugin-binary.")
     var starts = 10
+
+    @Option(help: "Volumes to mount at once on one droplet (DigitalOcean allows 15); 0 skips the step.")
+    var atOnce = 15
+
+    @Option(help: "Mount/Unmount cycles to run through --plugin-binary's socket, with --devices loop (root); 0 skips.")
+    var soak = 0
 
     func run() async throws {
         var simLogger = Logger(label: "do-sim")
@@ -72,9 +79,14 @@ struct Bench: AsyncParsableCommand {
             logger: logger)
 
         do {
-            try await measure(world: world, server: server, service: service)
+            if mounts > 0 { try await measure(world: world, server: server, service: service) }
+            if atOnce > 0 { try await measureScale(world: world, server: server, service: service) }
             if let pluginBinary {
-                try await measureProcess(pluginBinary, running: running, root: root)
+                if starts > 0 { try await measureProcess(pluginBinary, running: running, root: root) }
+                if soak > 0 {
+                    guard real else { throw ValidationError("--soak needs --devices loop: the plugin mounts for real") }
+                    try await measureSoak(pluginBinary, root: root, logger: simLogger)
+                }
             }
         } catch {
             await world.shutdown()
@@ -160,6 +172,111 @@ struct Bench: AsyncParsableCommand {
                      percentile(firstMountOverheads, 0.5), percentile(firstMountOverheads, 0.9)))
         print(String(format: "DigitalOcean calls for create + first Mount: %.1f + %.1f action polls on average, at most %d + %d",
                      average(createCalls), average(createPolls), createCalls.max() ?? 0, createPolls.max() ?? 0))
+    }
+
+    /// `atOnce` Mounts started together on one droplet: how long until all are mounted, against the floor of the
+    /// droplet's attach actions one after another (DigitalOcean runs one action per droplet at a time); failures,
+    /// 429s and calls; then one volume more than DigitalOcean allows.
+    func measureScale(world: SimulatorWorld, server: SimulatorServer, service: VolumeService) async throws {
+        let names = (0..<atOnce).map { "scale-\($0)" }
+        for name in names + ["scale-extra"] {
+            _ = try await world.createVolume(VolumeCreateRequest(name: name, sizeGigabytes: 1, region: "nyc1", filesystemType: "ext4"))
+            try await service.create(name: name, options: [:])
+        }
+        server.clearRecorded()
+        await world.clearActionLog()
+        let started = ContinuousClock.now
+        let failures = await withTaskGroup(of: Bool.self) { group in
+            for name in names { group.addTask { (try? await service.mount(name: name, id: "scale")) == nil } }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        let elapsed = ContinuousClock.now - started
+        let calls = server.recorded
+        let floor = Double(atOnce) * Double(latencyMs) / 1000
+        let attaches = await world.actionLog.filter { $0.type == "attach" }.count
+        print(String(format: "%d volumes mounted at once on one droplet: %.2f s, %.3f× the floor of %d serialized attaches (%.2f s); %d failures, %d attach actions",
+                     atOnce, elapsed.seconds, elapsed.seconds / floor, atOnce, floor, failures, attaches))
+        print("  DigitalOcean calls: \(calls.count) (\(calls.filter { $0.status == 429 }.count) answered 429; DigitalOcean allows 250 a minute)")
+        if atOnce == 15 {
+            do {
+                _ = try await service.mount(name: "scale-extra", id: "scale")
+                print("  a 16th volume: mounted (DigitalOcean's limit was not enforced)")
+            } catch {
+                print("  a 16th volume: \(error)")
+            }
+        }
+        for name in names { try await service.unmount(name: name, id: "scale") }
+    }
+
+    /// The plugin binary through its socket, Mount and Unmount of one volume `soak` times with real devices:
+    /// resident memory and open file descriptors after a warm-up and at the end.
+    func measureSoak(_ binary: String, root: String, logger: Logger) async throws {
+        let world = SimulatorWorld(
+            options: SimulatorOptions(
+                token: "bench-token", actionLatency: .milliseconds(5), requestsPerMinute: 10_000_000,
+                requestsPerHour: 100_000_000),
+            devices: LoopDeviceBackend(dataDirectory: root + "/soak-data"), logger: logger)
+        try await world.addDroplet(id: 1, deviceDirectory: root + "/soak-by-id")
+        _ = try await world.createVolume(VolumeCreateRequest(name: "soak", sizeGigabytes: 1, region: "nyc1", filesystemType: "ext4"))
+        let running = try await SimulatorServer(world: world, logger: logger).start()
+        let socket = root + "/soak.sock"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.environment = [
+            "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL, "DO_METADATA_URL": running.metadataURL(droplet: 1),
+            "SOCKET_PATH": socket, "STATE_DIR": root + "/soak-state", "MOUNT_ROOT": root + "/soak-mnt",
+            "DEVICE_DIR": root + "/soak-by-id", "LOG_LEVEL": "error",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        let pid = process.processIdentifier
+        let started = ContinuousClock.now
+        while !Self.accepts(socket) {
+            guard process.isRunning, ContinuousClock.now - started < .seconds(10) else {
+                throw ValidationError("\(binary) did not open its socket")
+            }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        func call(_ method: String, _ body: String) async throws -> Bool {
+            let result = try await Subprocess.run(
+                .name("curl"),
+                arguments: ["-sS", "--unix-socket", socket, "-X", "POST", "-d", body, "http://plugin/VolumeDriver.\(method)"],
+                output: .string(limit: 1 << 16), error: .discarded)
+            // Success is an answer whose Err is empty or absent.
+            let object = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
+            return object.map { ($0["Err"] as? String ?? "").isEmpty } ?? false
+        }
+        func residentMB() -> Double {
+            let rollup = (try? ProcFile.read("/proc/\(pid)/smaps_rollup")) ?? ""
+            let line = rollup.split(separator: "\n").first { $0.hasPrefix("Rss:") } ?? ""
+            return (Double(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+        }
+        func openFiles() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+
+        guard try await call("Create", #"{"Name":"soak","Opts":{}}"#) else { throw ValidationError("Create failed") }
+        var failures = 0
+        var samples: [(cycle: Int, rss: Double, files: Int)] = []
+        let warmUp = min(50, soak)
+        let soakStarted = ContinuousClock.now
+        for cycle in 1...soak {
+            if try await !call("Mount", #"{"Name":"soak","ID":"c"}"#) { failures += 1 }
+            if try await !call("Unmount", #"{"Name":"soak","ID":"c"}"#) { failures += 1 }
+            if cycle == warmUp || cycle % max(soak / 4, 1) == 0 { samples.append((cycle, residentMB(), openFiles())) }
+        }
+        let took = ContinuousClock.now - soakStarted
+        await world.shutdown()
+        await running.stop()
+        let figures = samples.map { String(format: "%d: %.1f MB, %d fds", $0.cycle, $0.rss, $0.files) }.joined(separator: "; ")
+        print(String(format: "soak: %d Mount/Unmount cycles of the plugin binary, real devices, 5 ms actions, %.1f s, %d failures", soak, took.seconds, failures))
+        print("  resident memory and open files after cycle \(figures)")
+        if let first = samples.first, let last = samples.last {
+            print(String(format: "  growth after the warm-up: %+.2f MB, %+d file descriptors", last.rss - first.rss, last.files - first.files))
+        }
     }
 
     /// Time from exec to an accepting socket, and resident memory once idle, of the real binary.

@@ -364,6 +364,32 @@ import VolumeService
         #expect(await harness.attachments("pgdata").isEmpty)
     }
 
+    /// DigitalOcean's limit is 15 volumes per droplet: 15 Mounts at once all succeed, this droplet's actions one
+    /// at a time; a 16th fails with the limit in plain words and leaves nothing attached or mounted.
+    @Test func fifteenVolumesAtOnceAndTheSixteenthGetsDigitalOceansLimit() async throws {
+        let harness = try ServiceHarness()
+        let a = try await harness.node(droplet: 1)
+        for index in 1...16 { try await harness.createVolume("vol\(index)") }
+        try await withThrowingTaskGroup(of: String.self) { group in
+            for index in 1...15 { group.addTask { try await a.service.mount(name: "vol\(index)", id: "c") } }
+            for try await _ in group {}
+        }
+        #expect(a.filesystem.mounted.count == 15)
+        #expect(await harness.world.dropletVolumeIDs(id: 1).count == 15)
+        let log = await harness.world.actionLog
+        #expect(log.count == 15 && log.allSatisfy { $0.type == "attach" && $0.status == .completed })
+        // One action at a time on the droplet: each attach started after the one before it completed.
+        let ordered = log.sorted { $0.started < $1.started }
+        for (before, after) in zip(ordered, ordered.dropFirst()) { #expect(try #require(before.completed) <= after.started) }
+
+        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "vol16", id: "c") }
+        #expect(error?.message.contains("this droplet already has the most volumes DigitalOcean allows (15)") == true,
+                "\(String(describing: error))")
+        #expect(await harness.attachments("vol16").isEmpty)
+        #expect(a.filesystem.mounted.count == 15)
+        #expect(await a.service.records["vol16"]?.references.isEmpty == true)
+    }
+
     /// Two droplets mount one volume at the same moment, round after round: exactly one wins each round, the other
     /// fails saying where the volume is, the winner's mount is never disturbed, and each round costs exactly one
     /// attach and one detach (the winner's release): no flapping.
