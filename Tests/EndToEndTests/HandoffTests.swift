@@ -223,11 +223,7 @@ struct HandoffTests {
     }
 
     @Test func theTokenAppearsInNoLogLine() async throws {
-        try await Lab.withLab { lab in
-            try await lab.addDroplet(1001)
-            try await lab.createVolume("pgdata")
-            let a = try await lab.startPlugin(droplet: 1001, environment: ["LOG_LEVEL": "trace"])
-            _ = try await a.call("VolumeDriver.Create", #"{"Name":"pgdata"}"#)
+        try await Lab.withPgdataOnOneDroplet(environment: ["LOG_LEVEL": "trace"]) { lab, a in
             _ = try await a.call("VolumeDriver.Get", #"{"Name":"pgdata"}"#)
             _ = try await a.call("VolumeDriver.Get", #"{"Name":"ghost"}"#)
             _ = try await a.mount("pgdata", id: "c1")

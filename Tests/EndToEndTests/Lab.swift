@@ -65,6 +65,19 @@ final class Lab: @unchecked Sendable {
         await lab.close()
     }
 
+    /// A lab with droplet 1001, the volume `pgdata`, and a plugin on 1001 that has been sent Create for it.
+    static func withPgdataOnOneDroplet(
+        environment: [String: String] = [:], _ body: (Lab, Plugin) async throws -> Void
+    ) async throws {
+        try await withLab { lab in
+            try await lab.addDroplet(1001)
+            try await lab.createVolume("pgdata")
+            let plugin = try await lab.startPlugin(droplet: 1001, environment: environment)
+            _ = try await plugin.call("VolumeDriver.Create", #"{"Name":"pgdata"}"#)
+            try await body(lab, plugin)
+        }
+    }
+
     private init(actionLatency: Duration) async throws {
         root = "/tmp/do-storage-e2e-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
