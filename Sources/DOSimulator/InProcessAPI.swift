@@ -80,6 +80,43 @@ public struct InProcessAPI: Sendable {
         try await map("DELETE /v2/tags/\(name)") { () async throws(SimError) in try await world.deleteTag(name: name) }
     }
 
+    public func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
+        calls.add("POST /v2/volumes/{id}/actions")
+        return try await map("POST /v2/volumes/\(volumeID)/actions") { () async throws(SimError) in
+            try await world.startAction(
+                volumeID: volumeID, request: VolumeActionRequest(type: "resize", region: region, sizeGigabytes: sizeGigabytes))
+        }
+    }
+
+    public func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
+        calls.add("POST /v2/volumes/{id}/snapshots")
+        return try await map("POST /v2/volumes/\(volumeID)/snapshots") { () async throws(SimError) in
+            try await world.createSnapshot(volumeID: volumeID, request: SnapshotCreateRequest(name: name, tags: tags))
+        }
+    }
+
+    public func snapshots(volumeID: String) async throws -> [Snapshot] {
+        calls.add("GET /v2/volumes/{id}/snapshots")
+        return try await map("GET /v2/volumes/\(volumeID)/snapshots") { () async throws(SimError) in
+            try await world.listSnapshots(volumeID: volumeID)
+        }
+    }
+
+    public func volumeSnapshots() async throws -> [Snapshot] {
+        calls.add("GET /v2/snapshots")
+        return try await map("GET /v2/snapshots") { () async throws(SimError) in try await world.listSnapshots(volumeID: nil) }
+    }
+
+    public func snapshot(id: String) async throws -> Snapshot {
+        calls.add("GET /v2/snapshots/{id}")
+        return try await map("GET /v2/snapshots/\(id)") { () async throws(SimError) in try await world.snapshot(id: id) }
+    }
+
+    public func deleteSnapshot(id: String) async throws {
+        calls.add("DELETE /v2/snapshots/{id}")
+        try await map("DELETE /v2/snapshots/\(id)") { () async throws(SimError) in try await world.deleteSnapshot(id: id) }
+    }
+
     private func map<T>(_ operation: String, _ body: () async throws(SimError) -> T) async throws -> T {
         do {
             return try await body()

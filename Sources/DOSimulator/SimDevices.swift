@@ -13,10 +13,62 @@ public protocol SimDeviceBackend: Sendable {
     func delete(volumeID: String, name: String) async throws
     /// Grows the volume's storage; an attached device reports its new capacity (a udev `change` event).
     func resize(volumeID: String, sizeGigabytes: Int) async throws
+    /// Keeps a copy of the volume's content as it is now. Returns the space the copy's data takes, in bytes.
+    func snapshot(volumeID: String, snapshotID: String) async throws -> UInt64
+    /// Makes a new volume's storage from a snapshot, `sizeGigabytes` large.
+    func restore(snapshotID: String, volumeID: String, sizeGigabytes: Int) async throws
+    func deleteSnapshot(snapshotID: String) async throws
+}
+
+/// A backend whose volumes are sparse files in `dataDirectory`: snapshots are sparse copies beside them.
+public protocol FileBackedDevices: SimDeviceBackend {
+    var dataDirectory: String { get }
+}
+
+extension FileBackedDevices {
+    public func snapshot(volumeID: String, snapshotID: String) async throws -> UInt64 {
+        try await BackingFiles(dataDirectory: dataDirectory).takeSnapshot(volumeID: volumeID, snapshotID: snapshotID)
+    }
+
+    public func restore(snapshotID: String, volumeID: String, sizeGigabytes: Int) async throws {
+        try await BackingFiles(dataDirectory: dataDirectory).restore(
+            snapshotID: snapshotID, volumeID: volumeID, sizeGigabytes: sizeGigabytes)
+    }
+
+    public func deleteSnapshot(snapshotID: String) async throws {
+        BackingFiles(dataDirectory: dataDirectory).deleteSnapshot(snapshotID)
+    }
+}
+
+/// Volume storage as sparse files in one folder, snapshots beside them: what both device backends share.
+struct BackingFiles: Sendable {
+    let dataDirectory: String
+
+    func volume(_ volumeID: String) -> String { "\(dataDirectory)/\(volumeID).img" }
+    func snapshot(_ snapshotID: String) -> String { "\(dataDirectory)/snapshots/\(snapshotID).img" }
+
+    /// Copies the volume's file, keeping it sparse (the page cache is shared with a loop device on it, so what a
+    /// mounted filesystem wrote is in the copy).
+    func takeSnapshot(volumeID: String, snapshotID: String) async throws -> UInt64 {
+        try FileManager.default.createDirectory(atPath: dataDirectory + "/snapshots", withIntermediateDirectories: true)
+        try await LoopDeviceBackend.run("cp", ["--sparse=always", volume(volumeID), snapshot(snapshotID)])
+        var info = stat()
+        guard stat(snapshot(snapshotID), &info) == 0 else { return 0 }
+        return UInt64(info.st_blocks) * 512
+    }
+
+    func restore(snapshotID: String, volumeID: String, sizeGigabytes: Int) async throws {
+        try await LoopDeviceBackend.run("cp", ["--sparse=always", snapshot(snapshotID), volume(volumeID)])
+        try FileDeviceBackend.setSize(volume(volumeID), gigabytes: sizeGigabytes)
+    }
+
+    func deleteSnapshot(_ snapshotID: String) {
+        try? FileManager.default.removeItem(atPath: snapshot(snapshotID))
+    }
 }
 
 /// Devices as plain files, for tests that run without root: the link points at the volume's backing file.
-public struct FileDeviceBackend: SimDeviceBackend {
+public struct FileDeviceBackend: FileBackedDevices {
     public let dataDirectory: String
     /// Called after every link change: the test's stand-in for a udev event.
     private let onChange: @Sendable () -> Void
@@ -67,8 +119,8 @@ public struct FileDeviceBackend: SimDeviceBackend {
 
 /// Devices as real loop block devices (needs root): a sparse backing file per volume, `losetup` on attach, and a
 /// `change` uevent once the droplet's link exists, so udev listeners hear of it as they would on a droplet.
-public actor LoopDeviceBackend: SimDeviceBackend {
-    public let dataDirectory: String
+public actor LoopDeviceBackend: FileBackedDevices {
+    public nonisolated let dataDirectory: String
     private var loops: [String: String] = [:]
 
     public init(dataDirectory: String) {

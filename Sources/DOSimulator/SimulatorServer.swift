@@ -212,6 +212,40 @@ public final class SimulatorServer: Sendable {
                 return SimReply(status: 200, body: Self.dropletJSON(droplet, volumeIDs: volumeIDs, tags: tags))
             }
         }
+        router.post("/v2/volumes/:id/snapshots") { request, context in
+            await self.api(request, context) { body throws(SimError) in
+                let create: SnapshotCreateRequest = try Self.decode(body)
+                let id = context.parameters.get("id") ?? ""
+                return .json(201, SnapshotEnvelope(snapshot: try await self.world.createSnapshot(volumeID: id, request: create)))
+            }
+        }
+        router.get("/v2/volumes/:id/snapshots") { request, context in
+            await self.api(request, context) { _ throws(SimError) in
+                let all = try await self.world.listSnapshots(volumeID: context.parameters.get("id") ?? "")
+                return .json(200, Self.page(all, request.uri.queryParameters))
+            }
+        }
+        router.get("/v2/snapshots") { request, context in
+            await self.api(request, context) { _ throws(SimError) in
+                let query = request.uri.queryParameters
+                // Droplet snapshots are none of the simulator's business: only volumes have them here.
+                let all = query.get("resource_type") == "droplet" ? [] : try await self.world.listSnapshots(volumeID: nil)
+                return .json(200, Self.page(all, query))
+            }
+        }
+        for path in ["/v2/snapshots/:snapshot", "/v2/volumes/snapshots/:snapshot"] {
+            router.get(RouterPath(path)) { request, context in
+                await self.api(request, context) { _ throws(SimError) in
+                    .json(200, SnapshotEnvelope(snapshot: try await self.world.snapshot(id: context.parameters.get("snapshot") ?? "")))
+                }
+            }
+            router.delete(RouterPath(path)) { request, context in
+                await self.api(request, context) { _ throws(SimError) in
+                    try await self.world.deleteSnapshot(id: context.parameters.get("snapshot") ?? "")
+                    return .noContent
+                }
+            }
+        }
         router.post("/v2/tags") { request, context in
             await self.api(request, context) { body throws(SimError) in
                 let create: TagCreateRequest = try Self.decode(body)
@@ -379,6 +413,18 @@ public final class SimulatorServer: Sendable {
             if faults[index].count <= 0 { faults.remove(at: index) }
             return kind
         }
+    }
+
+    /// One page of snapshots (`per_page`, default 20, at most 200; `page` from 1), with DigitalOcean's links.
+    static func page(_ all: [Snapshot], _ query: Parameters) -> SnapshotList {
+        let perPage = min(max(Int(query.get("per_page") ?? "") ?? 20, 1), 200)
+        let page = max(Int(query.get("page") ?? "") ?? 1, 1)
+        let slice = Array(all.dropFirst((page - 1) * perPage).prefix(perPage))
+        let more = page * perPage < all.count
+        return SnapshotList(
+            snapshots: slice,
+            links: .init(pages: more ? .init(next: "?page=\(page + 1)&per_page=\(perPage)") : nil),
+            meta: .init(total: all.count))
     }
 
     /// A new tag as DigitalOcean renders it: nothing tagged yet.

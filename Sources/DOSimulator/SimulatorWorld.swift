@@ -92,6 +92,8 @@ public actor SimulatorWorld {
 
     var volumes: [String: StoredVolume] = [:]
     var droplets: [Int: SimDroplet] = [:]
+    /// Volume snapshots by id, with their order of creation.
+    var snapshots: [String: (snapshot: Snapshot, order: Int)] = [:]
     /// Tags by name, with the droplets that carry each, in the order they were tagged.
     var tags: [String: [Int]] = [:]
     var actions: [Int: (action: Action, volumeID: String)] = [:]
@@ -261,22 +263,40 @@ public actor SimulatorWorld {
         }
 
         let label = request.filesystemLabel.flatMap { $0.isEmpty ? nil : $0 } ?? ""
+        var size = request.sizeGigabytes
+        var source: Snapshot?
+        if let snapshotID = request.snapshotID, !snapshotID.isEmpty {
+            guard let found = snapshots[snapshotID]?.snapshot else {
+                throw .unprocessable("failed to create volume: snapshot \(snapshotID) not found")
+            }
+            guard found.regions.contains(request.region) else {
+                throw .unprocessable("failed to create volume: snapshot \(snapshotID) is not available in \(request.region)")
+            }
+            // DigitalOcean ignores size_gigabytes here: the volume is as large as the snapshot's volume was.
+            size = found.minDiskSize
+            source = found
+        }
         let volume = Volume(
             id: UUID().uuidString.lowercased(), name: request.name,
             region: Region(
                 name: regionName, slug: request.region, sizes: ["s-1vcpu-1gb", "s-2vcpu-4gb"],
                 features: ["private_networking", "backups", "ipv6", "metadata", "storage"]),
-            dropletIDs: [], description: request.description ?? "", sizeGigabytes: request.sizeGigabytes,
-            createdAt: Date().formatted(.iso8601), filesystemType: filesystem ?? "", filesystemLabel: label,
-            tags: request.tags ?? [])
+            dropletIDs: [], description: request.description ?? "", sizeGigabytes: size,
+            createdAt: Date().formatted(.iso8601),
+            filesystemType: source.flatMap { volumes[$0.resourceID]?.volume.filesystemType } ?? filesystem ?? "",
+            filesystemLabel: label, tags: request.tags ?? [])
         // Stored before the device is made (the actor re-enters there), so a create of the same name meanwhile meets
         // the 409, and a lookup finds this one, as on DigitalOcean.
         nextOrder += 1
         volumes[volume.id] = StoredVolume(volume: volume, order: nextOrder)
         do {
-            try await devices.create(
-                volumeID: volume.id, name: volume.name, sizeGigabytes: volume.sizeGigabytes, filesystem: filesystem,
-                label: label)
+            if let source {
+                try await devices.restore(snapshotID: source.id, volumeID: volume.id, sizeGigabytes: size)
+            } else {
+                try await devices.create(
+                    volumeID: volume.id, name: volume.name, sizeGigabytes: volume.sizeGigabytes, filesystem: filesystem,
+                    label: label)
+            }
         } catch {
             volumes[volume.id] = nil
             logger.error("Cannot create the volume's backing file", metadata: ["error": "\(error)"])
@@ -300,6 +320,58 @@ public actor SimulatorWorld {
         guard let stored = volumes.values.first(where: { $0.volume.name == name && $0.volume.region.slug == region })
         else { throw .notFound() }
         try await deleteVolume(id: stored.volume.id)
+    }
+
+    // MARK: Snapshots
+
+    /// At most this many snapshots per volume, as on DigitalOcean.
+    public static let snapshotsPerVolume = 25
+
+    /// Takes a snapshot of the volume's content as it is now.
+    public func createSnapshot(volumeID: String, request: SnapshotCreateRequest) async throws(SimError) -> Snapshot {
+        guard let stored = volumes[volumeID] else { throw .notFound() }
+        guard !request.name.isEmpty else { throw SimError(status: 400, id: "bad_request", message: "name is required") }
+        let siblings = snapshots.values.filter { $0.snapshot.resourceID == volumeID }
+        if siblings.contains(where: { $0.snapshot.name == request.name }) {
+            throw SimError(status: 409, id: "conflict", message: "a snapshot with the name \(request.name) already exists")
+        }
+        guard siblings.count < Self.snapshotsPerVolume else {
+            throw .unprocessable("volume \(volumeID) already has \(Self.snapshotsPerVolume) snapshots, the most allowed")
+        }
+        var snapshot = Snapshot(
+            id: UUID().uuidString.lowercased(), name: request.name, createdAt: Date().formatted(.iso8601),
+            regions: [stored.volume.region.slug], minDiskSize: stored.volume.sizeGigabytes, sizeGigabytes: 0,
+            resourceID: volumeID, tags: request.tags ?? [])
+        nextOrder += 1
+        let order = nextOrder
+        snapshots[snapshot.id] = (snapshot, order)
+        do {
+            let bytes = try await devices.snapshot(volumeID: volumeID, snapshotID: snapshot.id)
+            snapshot.sizeGigabytes = (Double(bytes) / Double(1 << 30) * 100).rounded(.up) / 100
+            snapshots[snapshot.id] = (snapshot, order)
+        } catch {
+            snapshots[snapshot.id] = nil
+            logger.error("Cannot copy the volume for a snapshot", metadata: ["error": "\(error)"])
+            throw SimError(status: 500, id: "server_error", message: "Server was unable to give you a response.")
+        }
+        return snapshot
+    }
+
+    /// The snapshots of one volume (nil: of every volume), oldest first.
+    public func listSnapshots(volumeID: String?) throws(SimError) -> [Snapshot] {
+        if let volumeID, volumes[volumeID] == nil { throw .notFound() }
+        return snapshots.values.filter { volumeID == nil || $0.snapshot.resourceID == volumeID }
+            .sorted { $0.order < $1.order }.map(\.snapshot)
+    }
+
+    public func snapshot(id: String) throws(SimError) -> Snapshot {
+        guard let found = snapshots[id] else { throw .notFound() }
+        return found.snapshot
+    }
+
+    public func deleteSnapshot(id: String) async throws(SimError) {
+        guard snapshots.removeValue(forKey: id) != nil else { throw .notFound() }
+        try? await devices.deleteSnapshot(snapshotID: id)
     }
 
     // MARK: Actions

@@ -64,7 +64,60 @@ public struct DOClient: Sendable {
         let _: Empty = try await call("DELETE", "/v2/volumes/\(id)")
     }
 
+    // MARK: Snapshots
+
+    /// Takes a snapshot of a volume (201). A name the volume's snapshots already use answers 409.
+    public func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
+        let envelope: SnapshotEnvelope = try await call(
+            "POST", "/v2/volumes/\(volumeID)/snapshots", body: SnapshotCreateRequest(name: name, tags: tags))
+        return envelope.snapshot
+    }
+
+    /// Every snapshot of one volume, following all pages.
+    public func snapshots(volumeID: String) async throws -> [Snapshot] {
+        try await pages { page in
+            try await call("GET", "/v2/volumes/\(volumeID)/snapshots", query: [("per_page", "200"), ("page", String(page))])
+        }
+    }
+
+    /// Every volume snapshot of the account, following all pages.
+    public func volumeSnapshots() async throws -> [Snapshot] {
+        try await pages { page in
+            try await call(
+                "GET", "/v2/snapshots", query: [("resource_type", "volume"), ("per_page", "200"), ("page", String(page))])
+        }
+    }
+
+    /// One snapshot; throws `.notFound` when it does not exist.
+    public func snapshot(id: String) async throws -> Snapshot {
+        let envelope: SnapshotEnvelope = try await call("GET", "/v2/snapshots/\(id)")
+        return envelope.snapshot
+    }
+
+    /// Deletes a snapshot (204).
+    public func deleteSnapshot(id: String) async throws {
+        let _: Empty = try await call("DELETE", "/v2/snapshots/\(id)")
+    }
+
+    private func pages(_ page: (Int) async throws -> SnapshotList) async throws -> [Snapshot] {
+        var all: [Snapshot] = []
+        var number = 1
+        while true {
+            let list = try await page(number)
+            all += list.snapshots
+            if list.snapshots.isEmpty || list.links.pages?.next == nil || all.count >= list.meta.total { return all }
+            number += 1
+        }
+    }
+
     // MARK: Actions
+
+    /// Starts growing a volume to `sizeGigabytes` (202).
+    public func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
+        let body = VolumeActionRequest(type: "resize", region: region, sizeGigabytes: sizeGigabytes)
+        let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
+        return envelope.action
+    }
 
     /// Starts attaching a volume to a droplet (202).
     public func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {

@@ -307,3 +307,85 @@ public struct DropletEnvelope: Codable, Sendable {
     public var droplet: Droplet
     public init(droplet: Droplet) { self.droplet = droplet }
 }
+
+/// A volume snapshot.
+public struct Snapshot: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    /// RFC 3339.
+    public var createdAt: String
+    public var regions: [String]
+    /// The smallest volume made from it, in GiB: the volume's size when it was taken.
+    public var minDiskSize: Int
+    /// The space its data takes, in GiB.
+    public var sizeGigabytes: Double
+    /// The volume it was taken of.
+    public var resourceID: String
+    /// `volume` (or `droplet`).
+    public var resourceType: String
+    public var tags: [String]
+
+    public init(
+        id: String, name: String, createdAt: String, regions: [String], minDiskSize: Int, sizeGigabytes: Double,
+        resourceID: String, resourceType: String = "volume", tags: [String] = []
+    ) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+        self.regions = regions
+        self.minDiskSize = minDiskSize
+        self.sizeGigabytes = sizeGigabytes
+        self.resourceID = resourceID
+        self.resourceType = resourceType
+        self.tags = tags
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, regions, tags
+        case createdAt = "created_at"
+        case minDiskSize = "min_disk_size"
+        case sizeGigabytes = "size_gigabytes"
+        case resourceID = "resource_id"
+        case resourceType = "resource_type"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
+        createdAt = try c.decodeIfPresent(String.self, forKey: .createdAt) ?? ""
+        regions = try c.decodeIfPresent([String].self, forKey: .regions) ?? []
+        minDiskSize = try c.decodeIfPresent(Int.self, forKey: .minDiskSize) ?? 0
+        sizeGigabytes = try c.decodeIfPresent(Double.self, forKey: .sizeGigabytes) ?? 0
+        resourceID = try c.decodeIfPresent(String.self, forKey: .resourceID) ?? ""
+        resourceType = try c.decodeIfPresent(String.self, forKey: .resourceType) ?? ""
+        tags = try c.decodeIfPresent([String].self, forKey: .tags) ?? []
+    }
+}
+
+/// `POST /v2/volumes/{id}/snapshots`.
+public struct SnapshotCreateRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public var tags: [String]?
+    public init(name: String, tags: [String]? = nil) {
+        self.name = name
+        self.tags = tags
+    }
+}
+
+public struct SnapshotEnvelope: Codable, Sendable {
+    public var snapshot: Snapshot
+    public init(snapshot: Snapshot) { self.snapshot = snapshot }
+}
+
+public struct SnapshotList: Codable, Sendable {
+    public var snapshots: [Snapshot]
+    public var links: VolumeList.Links
+    public var meta: VolumeList.Meta
+
+    public init(snapshots: [Snapshot], links: VolumeList.Links = .init(), meta: VolumeList.Meta) {
+        self.snapshots = snapshots
+        self.links = links
+        self.meta = meta
+    }
+}

@@ -21,6 +21,18 @@ public protocol VolumeAPI: Sendable {
     func tag(dropletID: Int, with name: String) async throws
     /// Deletes a tag and takes it off everything; throws `DOError` `.notFound` when it does not exist.
     func deleteTag(name: String) async throws
+    /// Starts growing a volume.
+    func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action
+    /// Takes a snapshot of a volume; throws `DOError` `.conflict` when the volume has one by that name.
+    func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot
+    /// Every snapshot of one volume.
+    func snapshots(volumeID: String) async throws -> [Snapshot]
+    /// Every volume snapshot of the account.
+    func volumeSnapshots() async throws -> [Snapshot]
+    /// One snapshot; throws `DOError` `.notFound` when it does not exist.
+    func snapshot(id: String) async throws -> Snapshot
+    /// Deletes a snapshot; throws `DOError` `.notFound` when it does not exist.
+    func deleteSnapshot(id: String) async throws
 }
 
 extension DOClient: VolumeAPI {}

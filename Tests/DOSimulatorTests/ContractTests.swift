@@ -56,6 +56,20 @@ import Testing
         while action.status == .inProgress {
             action = try await client.action(volumeID: volume.id, actionID: attach.id)
         }
+        // Snapshots: taken, refused under a name the volume's snapshots use, listed, read both ways, restored as a
+        // new volume, deleted.
+        let snapshot = try await client.createSnapshot(volumeID: volume.id, name: "pgdata-before", tags: ["do-storage"])
+        _ = try? await client.createSnapshot(volumeID: volume.id, name: "pgdata-before", tags: [])
+        #expect(try await client.snapshots(volumeID: volume.id).map(\.id) == [snapshot.id])
+        _ = try await client.snapshot(id: snapshot.id)
+        _ = try await raw(transport, running, "GET", "/v2/volumes/snapshots/\(snapshot.id)", nil)
+        let restored = try await client.createVolume(
+            VolumeCreateRequest(name: "restored", sizeGigabytes: 1, region: "nyc1", snapshotID: snapshot.id))
+        #expect(restored.sizeGigabytes == 10, "a volume from a snapshot is as large as the snapshot's volume")
+        try await client.deleteSnapshot(id: snapshot.id)
+        _ = try? await client.snapshot(id: snapshot.id)
+        let second = try await client.createSnapshot(volumeID: volume.id, name: "pgdata-2", tags: [])
+        _ = try await raw(transport, running, "DELETE", "/v2/volumes/snapshots/\(second.id)", nil)
         // The heartbeat: a tag made, put on the droplet, seen in the droplet object, deleted.
         try await client.createTag(name: "do-storage-lease-1001-1795000000")
         try await client.tag(dropletID: 1001, with: "do-storage-lease-1001-1795000000")

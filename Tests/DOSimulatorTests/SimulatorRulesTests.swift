@@ -25,6 +25,54 @@ import Testing
         while try await world.volume(id: id).dropletIDs != [droplet] { try await Task.sleep(for: .milliseconds(5)) }
     }
 
+    /// A snapshot holds the content at the moment it was taken; a volume made from it starts with that content and
+    /// the snapshot's size, in the snapshot's region only; names are unique per volume; 25 per volume.
+    @Test func snapshotsHoldTheContentOfTheirMoment() async throws {
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let world = try await world()
+        let volume = try await world.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 3, region: "nyc1"))
+        let backing = root + "/data/\(volume.id).img"
+        func write(_ text: String, to path: String) throws {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            try handle.write(contentsOf: Data(text.utf8))
+            try handle.close()
+        }
+        func head(_ path: String) throws -> String {
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            return String(decoding: try handle.read(upToCount: 6) ?? Data(), as: UTF8.self)
+        }
+        try write("before", to: backing)
+        let snapshot = try await world.createSnapshot(volumeID: volume.id, request: .init(name: "nightly", tags: ["a"]))
+        try write("after!", to: backing)
+        #expect(snapshot.minDiskSize == 3 && snapshot.regions == ["nyc1"] && snapshot.resourceID == volume.id)
+
+        let restored = try await world.createVolume(
+            VolumeCreateRequest(name: "restored", sizeGigabytes: 1, region: "nyc1", snapshotID: snapshot.id))
+        #expect(restored.sizeGigabytes == 3, "size_gigabytes is ignored: the snapshot's min_disk_size")
+        #expect(try head(root + "/data/\(restored.id).img") == "before")
+        #expect(try head(backing) == "after!")
+        await #expect(throws: SimError.self) {
+            try await world.createVolume(VolumeCreateRequest(name: "elsewhere", sizeGigabytes: 3, region: "fra1", snapshotID: snapshot.id))
+        }
+
+        let duplicate = await #expect(throws: SimError.self) {
+            try await world.createSnapshot(volumeID: volume.id, request: .init(name: "nightly"))
+        }
+        #expect(duplicate?.status == 409)
+        _ = try await world.createSnapshot(volumeID: restored.id, request: .init(name: "nightly"))
+        #expect(try await world.listSnapshots(volumeID: volume.id).map(\.id) == [snapshot.id])
+        #expect(try await world.listSnapshots(volumeID: nil).count == 2)
+        for index in 2...25 { _ = try await world.createSnapshot(volumeID: volume.id, request: .init(name: "s\(index)")) }
+        let full = await #expect(throws: SimError.self) {
+            try await world.createSnapshot(volumeID: volume.id, request: .init(name: "s26"))
+        }
+        #expect(full?.status == 422)
+        try await world.deleteSnapshot(id: snapshot.id)
+        await #expect(throws: SimError.self) { try await world.snapshot(id: snapshot.id) }
+        #expect(!FileManager.default.fileExists(atPath: root + "/data/snapshots/\(snapshot.id).img"))
+    }
+
     @Test func attachMakesTheDeviceAndDetachRemovesIt() async throws {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let world = try await world()

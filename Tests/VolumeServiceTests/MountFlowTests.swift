@@ -462,6 +462,16 @@ final class FlakyDetachAPI: VolumeAPI {
     func createTag(name: String) async throws { try await base.createTag(name: name) }
     func tag(dropletID: Int, with name: String) async throws { try await base.tag(dropletID: dropletID, with: name) }
     func deleteTag(name: String) async throws { try await base.deleteTag(name: name) }
+    func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
+        try await base.resize(volumeID: volumeID, sizeGigabytes: sizeGigabytes, region: region)
+    }
+    func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
+        try await base.createSnapshot(volumeID: volumeID, name: name, tags: tags)
+    }
+    func snapshots(volumeID: String) async throws -> [Snapshot] { try await base.snapshots(volumeID: volumeID) }
+    func volumeSnapshots() async throws -> [Snapshot] { try await base.volumeSnapshots() }
+    func snapshot(id: String) async throws -> Snapshot { try await base.snapshot(id: id) }
+    func deleteSnapshot(id: String) async throws { try await base.deleteSnapshot(id: id) }
 }
 
 final class ManagedFlag: Sendable {
@@ -484,6 +494,12 @@ struct FailingAPI: VolumeAPI {
     func createTag(name: String) async throws { throw fail() }
     func tag(dropletID: Int, with name: String) async throws { throw fail() }
     func deleteTag(name: String) async throws { throw fail() }
+    func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action { throw fail() }
+    func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot { throw fail() }
+    func snapshots(volumeID: String) async throws -> [Snapshot] { throw fail() }
+    func volumeSnapshots() async throws -> [Snapshot] { throw fail() }
+    func snapshot(id: String) async throws -> Snapshot { throw fail() }
+    func deleteSnapshot(id: String) async throws { throw fail() }
 }
 
 /// The result of an async call, success or error.
