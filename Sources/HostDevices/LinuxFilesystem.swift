@@ -90,6 +90,33 @@ public struct LinuxFilesystem: HostFilesystem {
 }
 
 extension LinuxFilesystem {
+    /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` from linux/fs.h.
+    static let fifreeze: UInt = 0xC004_5877
+    static let fithaw: UInt = 0xC004_5878
+
+    public func freeze(mountpoint: String) async throws {
+        try await Self.freezeIoctl(Self.fifreeze, "FIFREEZE", mountpoint)
+        logger.debug("Filesystem frozen", metadata: ["mountpoint": "\(mountpoint)"])
+    }
+
+    public func thaw(mountpoint: String) async throws {
+        try await Self.freezeIoctl(Self.fithaw, "FITHAW", mountpoint)
+        logger.debug("Filesystem thawed", metadata: ["mountpoint": "\(mountpoint)"])
+    }
+
+    static func freezeIoctl(_ request: UInt, _ name: String, _ mountpoint: String) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            let fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw DeviceError(message: "cannot open \(mountpoint): \(String(cString: strerror(errno)))")
+            }
+            defer { close(fd) }
+            guard ioctl(fd, request, 0) == 0 else {
+                throw DeviceError(message: "\(name) on \(mountpoint) failed: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
     /// How much of each end of a device must read as zeros for it to count as blank: DigitalOcean's new volumes read
     /// as zeros, and partition tables, LVM labels, RAID superblocks and backup headers sit within it.
     static let zeroedEnds = 1 << 20

@@ -16,6 +16,8 @@ public final class FakeFilesystem: HostFilesystem {
         var failNextGrowth: String?
         var operations: [String] = []
         var filesystemBytes: [String: UInt64] = [:]
+        var frozen: Set<String> = []
+        var freezes: [String] = []
     }
     private let state = NIOLockedValueBox(State())
 
@@ -28,6 +30,27 @@ public final class FakeFilesystem: HostFilesystem {
 
     /// The next mount fails with this message.
     public func failNextMount(_ message: String) { state.withLockedValue { $0.failNextMount = message } }
+
+    /// Mount points frozen now.
+    public var frozen: Set<String> { state.withLockedValue { $0.frozen } }
+
+    /// "freeze <path>" and "thaw <path>", in order.
+    public var freezeLog: [String] { state.withLockedValue { $0.freezes } }
+
+    public func freeze(mountpoint: String) async throws {
+        try state.withLockedValue { state in
+            guard state.mounts[mountpoint] != nil else { throw FakeError(message: "\(mountpoint) is not mounted") }
+            guard state.frozen.insert(mountpoint).inserted else { throw FakeError(message: "\(mountpoint) is frozen already") }
+            state.freezes.append("freeze \(mountpoint)")
+        }
+    }
+
+    public func thaw(mountpoint: String) async throws {
+        try state.withLockedValue { state in
+            guard state.frozen.remove(mountpoint) != nil else { throw FakeError(message: "\(mountpoint) is not frozen") }
+            state.freezes.append("thaw \(mountpoint)")
+        }
+    }
 
     /// Drops a mount behind the plugin's back (as dockerd does at shutdown).
     public func forget(_ path: String) { state.withLockedValue { $0.mounts[path] = nil } }

@@ -18,6 +18,14 @@ extension VolumeService {
             if state.volumes[name] != nil { return }
             let (doName, existing) = try await resolve(name)
             if let existing {
+                if options.fromSnapshot != nil || options.cloneOf != nil,
+                    !existing.tags.contains(where: { $0.hasPrefix(VolumeNames.originTagPrefix) })
+                {
+                    throw VolumeError(
+                        .invalidOption,
+                        "volume \(name) exists already on DigitalOcean (\(doName)), so it cannot be made from a snapshot; "
+                            + "choose another name for the new volume")
+                }
                 try checkAdoption(existing, options: options, name: name)
                 try await addRecord(name: name, doName: doName, volume: existing, options: options)
                 logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
@@ -37,8 +45,18 @@ extension VolumeService {
                 // it goes with it, instead of staying on DigitalOcean where nobody can name it.
                 options.onRemove = .delete
             }
-            let volume = try await createOnDigitalOcean(name: name, doName: doName, options: options)
+            var origin: Snapshot?
+            var consistency: CloneConsistency?
+            if let text = options.fromSnapshot {
+                origin = try await findSnapshot(text)
+            } else if let source = options.cloneOf {
+                (origin, consistency) = try await cloneSnapshot(of: source, for: name)
+            }
+            var volume = try await createOnDigitalOcean(name: name, doName: doName, options: options, from: origin)
+            if let size = options.sizeGiB { volume = try await grow(volume, to: size, name: name) }
             try await addRecord(name: name, doName: doName, volume: volume, options: options)
+            state.volumes[name]?.cloneConsistency = consistency
+            if consistency != nil { try await persist() }
         }
     }
 
@@ -142,13 +160,36 @@ extension VolumeService {
 
     /// Creates the volume in this droplet's region, formatted by DigitalOcean, with the marker tag and the tag that
     /// records the Docker name. When another droplet created it at the same moment (409), theirs is used.
-    func createOnDigitalOcean(name: String, doName: String, options: CreateOptions) async throws -> Volume {
+    /// With `snapshot`, the volume is made from it: it holds the snapshot's filesystem and is as large as the
+    /// snapshot's volume was (a larger `size` is reached by `grow` after), in this droplet's region only.
+    func createOnDigitalOcean(
+        name: String, doName: String, options: CreateOptions, from snapshot: Snapshot? = nil
+    ) async throws -> Volume {
         let defaults = configuration.defaults
         let fstype = options.fstype ?? defaults.fstype
-        let request = VolumeCreateRequest(
+        var request = VolumeCreateRequest(
             name: doName, sizeGigabytes: options.sizeGiB ?? defaults.sizeGiB, region: configuration.region,
             description: options.description, filesystemType: fstype.rawValue, filesystemLabel: options.label,
             tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)])
+        if let snapshot {
+            guard snapshot.regions.contains(configuration.region) else {
+                throw VolumeError(
+                    .invalidOption,
+                    "snapshot \(snapshot.name) (\(snapshot.id)) is in \(snapshot.regions.joined(separator: ", ")), not in this "
+                        + "droplet's region \(configuration.region); a volume is made from a snapshot in its own region")
+            }
+            if let size = options.sizeGiB, size < snapshot.minDiskSize {
+                throw VolumeError(
+                    .invalidOption,
+                    "size=\(size)GiB is smaller than snapshot \(snapshot.name), which needs \(snapshot.minDiskSize) GiB; "
+                        + "leave size out, or give at least \(snapshot.minDiskSize)GiB")
+            }
+            request.sizeGigabytes = snapshot.minDiskSize
+            request.snapshotID = snapshot.id
+            request.filesystemType = nil
+            request.filesystemLabel = nil
+            request.tags = (request.tags ?? []) + [VolumeNames.originTagPrefix + snapshot.id]
+        }
         do {
             let volume = try await api.createVolume(request)
             negativeLookups.forget(doName)
@@ -156,7 +197,8 @@ extension VolumeService {
                 "Volume created on DigitalOcean",
                 metadata: [
                     "volume.name": "\(name)", "do.volume.id": "\(volume.id)", "do.volume.name": "\(doName)",
-                    "size.gib": "\(volume.sizeGigabytes)", "fs.type": "\(fstype.rawValue)",
+                    "size.gib": "\(volume.sizeGigabytes)", "fs.type": "\(volume.filesystemType)",
+                    "do.snapshot.id": "\(snapshot?.id ?? "")",
                 ])
             return volume
         } catch let error as DOError where error.code == .conflict {

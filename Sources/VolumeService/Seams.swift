@@ -93,6 +93,11 @@ public protocol HostFilesystem: Sendable {
     /// Grows the filesystem on the device to fill it: ext4 while unmounted (`mountpoint` nil: a forced check, then
     /// the resize), ext4 or xfs while mounted at `mountpoint` (online).
     func grow(device: String, type: FilesystemType, mountpoint: String?) async throws
+    /// Freezes the filesystem mounted at `mountpoint` (FIFREEZE): writes block and what was written is on the device,
+    /// until `thaw`.
+    func freeze(mountpoint: String) async throws
+    /// Thaws a frozen filesystem (FITHAW).
+    func thaw(mountpoint: String) async throws
 }
 
 /// What a full read of a device found.

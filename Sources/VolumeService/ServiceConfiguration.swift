@@ -46,6 +46,9 @@ public struct ServiceConfiguration: Sendable {
     /// How long a whole Mount may take, hand-off, actions, device and filesystem included, before it fails and
     /// cleans up. Default 110 s: Docker gives a Mount 2 minutes.
     public var mountDeadline: Duration
+    /// The longest a filesystem stays frozen for a consistent snapshot; it is thawed then whatever the snapshot
+    /// request is doing, and the snapshot fails. Default 30 s.
+    public var freezeLimit: Duration
 
     public init(
         dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
@@ -54,7 +57,8 @@ public struct ServiceConfiguration: Sendable {
         initialPollInterval: Duration = .milliseconds(250), maxPollInterval: Duration = .seconds(4),
         actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
         negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5),
-        defaults: VolumeDefaults = VolumeDefaults(), mountDeadline: Duration = .seconds(110)
+        defaults: VolumeDefaults = VolumeDefaults(), mountDeadline: Duration = .seconds(110),
+        freezeLimit: Duration = .seconds(30)
     ) {
         self.dropletID = dropletID
         self.region = region
@@ -73,5 +77,6 @@ public struct ServiceConfiguration: Sendable {
         self.releaseRetryInterval = releaseRetryInterval
         self.defaults = defaults
         self.mountDeadline = mountDeadline
+        self.freezeLimit = freezeLimit
     }
 }

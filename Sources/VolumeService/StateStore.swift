@@ -33,6 +33,11 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     /// When a Mount asked DigitalOcean to attach the volume here, until that Mount ends: a plugin killed meanwhile
     /// knows at its next start that an attach may still complete, and releases the volume once it has.
     public var attachRequested: Date?
+    /// For a volume made by `clone_of`: whether its origin snapshot was taken with the source's filesystem frozen.
+    public var cloneConsistency: CloneConsistency?
+    /// How many snapshots the volume had, and its newest ("name at time"), as last seen.
+    public var snapshotCount: Int?
+    public var lastSnapshot: String?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],
@@ -52,6 +57,14 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
 
     /// All references, across mount IDs.
     public var referenceCount: Int { references.values.reduce(0, +) }
+}
+
+/// How consistent a clone's origin snapshot is.
+public enum CloneConsistency: String, Codable, Sendable {
+    /// Taken with the source's filesystem frozen on the droplet that had it mounted: as after a clean unmount.
+    case frozen
+    /// Taken of a volume mounted elsewhere or nowhere: as after a power cut (the journal replays at mount).
+    case crash
 }
 
 /// A DigitalOcean volume as the plugin last saw it, so Get answers without calling DigitalOcean.

@@ -16,6 +16,8 @@ public enum VolumeNames {
     public static let reservedTagPrefix = "do-storage"
     /// The tag that records the Docker name.
     static let nameTagPrefix = "do-storage-name:"
+    /// The tag on a volume made from a snapshot: `do-storage-origin:<snapshot id>`.
+    public static let originTagPrefix = "do-storage-origin:"
     /// The longest Docker name, in bytes: the name tag holds it within DigitalOcean's 255.
     public static let maxDockerNameBytes = 255 - nameTagPrefix.utf8.count
 

@@ -79,9 +79,15 @@ public struct CreateOptions: Sendable, Equatable {
     public var onRemove: RemovePolicy?
     /// What a Mount here does when the volume is attached to another droplet; nil: the plugin-wide `TAKEOVER`.
     public var takeover: Takeover?
+    /// A new volume from this volume snapshot (its id, or its name).
+    public var fromSnapshot: String?
+    /// A new volume from a snapshot taken now of this Docker volume (frozen when it is mounted here).
+    public var cloneOf: String?
 
     /// Every option's name, as the errors list them.
-    public static let names = ["size", "fstype", "fslabel", "description", "tags", "mountopts", "onremove", "takeover"]
+    public static let names = [
+        "size", "fstype", "fslabel", "description", "tags", "mountopts", "onremove", "takeover", "from_snapshot", "clone_of",
+    ]
 
     /// The smallest and largest volume DigitalOcean makes, in GiB.
     public static let sizeRange = 1...16384
@@ -156,6 +162,29 @@ public struct CreateOptions: Sendable, Equatable {
                 throw VolumeError(.invalidOption, "takeover=\(text) is not a takeover mode: use never, lease or always")
             }
             takeover = mode
+        }
+        if let text = values["from_snapshot"] {
+            guard !text.isEmpty, text.utf8.count <= 255 else {
+                throw VolumeError(.invalidOption, "from_snapshot needs a volume snapshot's id or name")
+            }
+            fromSnapshot = text
+        }
+        if let text = values["clone_of"] {
+            guard VolumeNames.isValidDockerName(text) else {
+                throw VolumeError(.invalidOption, "clone_of=\(text) is not a Docker volume name")
+            }
+            cloneOf = text
+        }
+        if fromSnapshot != nil || cloneOf != nil {
+            let given = fromSnapshot != nil ? "from_snapshot" : "clone_of"
+            if fromSnapshot != nil && cloneOf != nil {
+                throw VolumeError(.invalidOption, "from_snapshot and clone_of cannot go together: a volume has one origin")
+            }
+            if fstype != nil || label != nil {
+                throw VolumeError(
+                    .invalidOption,
+                    "fstype and fslabel do not apply with \(given): the new volume holds the snapshot's filesystem")
+            }
         }
     }
 

@@ -361,7 +361,7 @@ public actor VolumeService: VolumeDriver {
     /// DigitalOcean call.
     func info(_ record: VolumeRecord) -> VolumeInfo {
         let seen = record.seen
-        let status: [String: String] = [
+        var status: [String: String] = [
             "do_id": record.volumeID ?? "",
             "do_name": record.doName,
             "region": configuration.region,
@@ -372,7 +372,10 @@ public actor VolumeService: VolumeDriver {
             "mounts": String(record.referenceCount),
             "created_by_plugin": seen.map { String($0.createdByPlugin) } ?? "",
             "last_error": record.lastError ?? "",
+            "snapshots": record.snapshotCount.map(String.init) ?? "",
+            "last_snapshot": record.lastSnapshot ?? "",
         ]
+        if let consistency = record.cloneConsistency { status["clone_consistency"] = consistency.rawValue }
         return VolumeInfo(name: record.name, mountpoint: record.mountpoint ?? "", createdAt: record.createdAt, status: status)
     }
 

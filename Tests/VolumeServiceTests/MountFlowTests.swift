@@ -429,7 +429,7 @@ import VolumeService
 }
 
 /// Fails the first `failures` detaches as an outage would, then passes through.
-final class FlakyDetachAPI: VolumeAPI {
+final class FlakyDetachAPI: ForwardingAPI {
     let base: any VolumeAPI
     private let state: NIOLockedValueBox<(failures: Int, calls: Int)>
 
@@ -440,13 +440,6 @@ final class FlakyDetachAPI: VolumeAPI {
 
     var detachCalls: Int { state.withLockedValue { $0.calls } }
 
-    func volumes(named name: String?, region: String?) async throws -> [Volume] { try await base.volumes(named: name, region: region) }
-    func volume(id: String) async throws -> Volume { try await base.volume(id: id) }
-    func createVolume(_ request: VolumeCreateRequest) async throws -> Volume { try await base.createVolume(request) }
-    func deleteVolume(id: String) async throws { try await base.deleteVolume(id: id) }
-    func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
-        try await base.attach(volumeID: volumeID, dropletID: dropletID, region: region)
-    }
     func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         let fail = state.withLockedValue { state -> Bool in
             state.calls += 1
@@ -457,21 +450,6 @@ final class FlakyDetachAPI: VolumeAPI {
         if fail { throw DOError(code: .server, status: 503, message: "Service Unavailable", operation: "POST") }
         return try await base.detach(volumeID: volumeID, dropletID: dropletID, region: region)
     }
-    func action(volumeID: String, actionID: Int) async throws -> Action { try await base.action(volumeID: volumeID, actionID: actionID) }
-    func droplet(id: Int) async throws -> Droplet { try await base.droplet(id: id) }
-    func createTag(name: String) async throws { try await base.createTag(name: name) }
-    func tag(dropletID: Int, with name: String) async throws { try await base.tag(dropletID: dropletID, with: name) }
-    func deleteTag(name: String) async throws { try await base.deleteTag(name: name) }
-    func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
-        try await base.resize(volumeID: volumeID, sizeGigabytes: sizeGigabytes, region: region)
-    }
-    func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
-        try await base.createSnapshot(volumeID: volumeID, name: name, tags: tags)
-    }
-    func snapshots(volumeID: String) async throws -> [Snapshot] { try await base.snapshots(volumeID: volumeID) }
-    func volumeSnapshots() async throws -> [Snapshot] { try await base.volumeSnapshots() }
-    func snapshot(id: String) async throws -> Snapshot { try await base.snapshot(id: id) }
-    func deleteSnapshot(id: String) async throws { try await base.deleteSnapshot(id: id) }
 }
 
 final class ManagedFlag: Sendable {

@@ -1,0 +1,193 @@
+import DigitalOcean
+import FoundationEssentials
+import Logging
+
+/// A volume's history on DigitalOcean: snapshots taken here (frozen when the volume is mounted here), and volumes
+/// made from them (`from_snapshot`, `clone_of`).
+extension VolumeService {
+    /// A volume snapshot by id, or else by name among all the account's volume snapshots. A name that several
+    /// volumes' snapshots share is an error listing them.
+    func findSnapshot(_ text: String) async throws -> Snapshot {
+        // Volume snapshot ids are UUIDs; anything else is a name.
+        if UUID(uuidString: text) != nil {
+            do {
+                return try await api.snapshot(id: text.lowercased())
+            } catch let error as DOError where error.code == .notFound {
+                // A name that looks like an id, perhaps.
+            } catch let error as DOError {
+                throw VolumeError(.cloud, "cannot read snapshot \(text) from DigitalOcean: \(error)")
+            }
+        }
+        let matches = try await cloud("list volume snapshots") { try await api.volumeSnapshots() }.filter { $0.name == text }
+        guard matches.count <= 1 else {
+            let volumes = try await cloud("list volumes") { try await api.volumes(named: nil, region: nil) }
+            let names = Dictionary(volumes.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
+            let list = matches.map { "\($0.id) (of volume \(names[$0.resourceID] ?? $0.resourceID))" }.joined(separator: ", ")
+            throw VolumeError(
+                .invalidOption,
+                "snapshot name \"\(text)\" is used by snapshots of \(matches.count) volumes: \(list); give the id instead")
+        }
+        guard let snapshot = matches.first else {
+            throw VolumeError(
+                .notFound,
+                "there is no volume snapshot with the id or name \"\(text)\"; list them with do-storage snapshot list "
+                    + "VOLUME or doctl compute snapshot list --resource volume")
+        }
+        return snapshot
+    }
+
+    /// Takes a snapshot of the Docker volume `source` for a clone named `name`. When `source` is mounted here its
+    /// filesystem is frozen for the request (at most `freezeLimit`) and always thawed again.
+    func cloneSnapshot(of source: String, for name: String) async throws -> (Snapshot, CloneConsistency) {
+        guard source != name else { throw VolumeError(.invalidOption, "clone_of=\(source): a volume cannot be its own clone") }
+        let snapshotName = "\(name)-clone-\(Self.snapshotTime(time.wallClock()))"
+        if state.volumes[source] != nil {
+            return try await volumeLocks.withLock(source) {
+                guard var record = state.volumes[source] else { throw VolumeError(.notFound, "no such volume: \(source)") }
+                let volume = try await currentVolume(&record)
+                let snapshot = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [])
+                state.volumes[source] = record
+                try await persist()
+                return snapshot
+            }
+        }
+        let (doName, found) = try await resolve(source)
+        guard let volume = found else {
+            throw VolumeError(
+                .notFound,
+                "clone_of=\(source): there is no DigitalOcean volume \(doName) in region \(configuration.region) to clone")
+        }
+        return (try await snapshot(volume, name: snapshotName, tags: []), .crash)
+    }
+
+    /// Snapshots a volume this droplet knows: frozen when it is mounted here. Notes the snapshot in its record.
+    func takeSnapshot(
+        of volume: Volume, record: inout VolumeRecord, name: String, tags: [String]
+    ) async throws -> (Snapshot, CloneConsistency) {
+        let mountpoint = mountpoint(for: record.name)
+        let attachedHere = volume.dropletIDs.contains(configuration.dropletID)
+        let mountedHere = attachedHere ? try await isMounted(mountpoint) : false
+        let snapshot: Snapshot
+        if mountedHere {
+            snapshot = try await frozen(mountpoint, name: record.name) { try await self.snapshot(volume, name: name, tags: tags) }
+        } else {
+            snapshot = try await self.snapshot(volume, name: name, tags: tags)
+        }
+        record.snapshotCount = (record.snapshotCount ?? 0) + 1
+        record.lastSnapshot = "\(snapshot.name) at \(snapshot.createdAt)"
+        return (snapshot, mountedHere ? .frozen : .crash)
+    }
+
+    /// Runs `body` with the filesystem at `mountpoint` frozen, and thaws it when `body` ends or at `freezeLimit`,
+    /// whichever comes first: a request still running then is cancelled, and the snapshot fails (one made after
+    /// the thaw would not be consistent, so it is deleted).
+    func frozen(_ mountpoint: String, name: String, _ body: @escaping @Sendable () async throws -> Snapshot) async throws -> Snapshot {
+        do {
+            try await filesystem.freeze(mountpoint: mountpoint)
+        } catch {
+            throw VolumeError(.cloud, "cannot freeze volume \(name) for a consistent snapshot: \(error)")
+        }
+        let started = time.now()
+        let limit = configuration.freezeLimit
+        let request = Task { try await Deadline.$current.withValue(Deadline.bounding(started.advanced(by: limit))) { try await body() } }
+        let thawOnce = ThawOnce { await self.thaw(mountpoint, name: name) }
+        let timer = Task {
+            try await self.time.sleep(limit)
+            request.cancel()
+            await thawOnce.run()
+        }
+        let result = await request.result
+        timer.cancel()
+        let inTime = await thawOnce.run()
+        let frozenFor = started.duration(to: time.now())
+        guard inTime else {
+            if case .success(let late) = result {
+                do {
+                    try await api.deleteSnapshot(id: late.id)
+                } catch {
+                    logger.warning(
+                        "Cannot delete a snapshot taken after the thaw; delete it by hand",
+                        metadata: ["do.snapshot.id": "\(late.id)", "error": "\(error)"])
+                }
+            }
+            throw VolumeError(
+                .cloud,
+                "the snapshot of volume \(name) was not taken within \(Int(limit.seconds))s, so its filesystem was thawed "
+                    + "and the snapshot abandoned; DigitalOcean may be slow: try again")
+        }
+        logger.info(
+            "Snapshot taken with the filesystem frozen",
+            metadata: ["volume.name": "\(name)", "frozen.ms": "\(Int(frozenFor.milliseconds))"])
+        return try result.get()
+    }
+
+    /// Thaws, retrying: a filesystem left frozen blocks every writer on it.
+    func thaw(_ mountpoint: String, name: String) async {
+        for attempt in 1...5 {
+            do {
+                try await filesystem.thaw(mountpoint: mountpoint)
+                return
+            } catch {
+                logger.error(
+                    "Cannot thaw the filesystem; trying again",
+                    metadata: ["volume.name": "\(name)", "attempt": "\(attempt)", "error": "\(error)"])
+                // Kept trying even when the task is cancelled: a frozen filesystem must not stay so.
+                try? await time.sleep(.milliseconds(100 * attempt))
+            }
+        }
+    }
+
+    /// One snapshot request, its errors in plain words.
+    func snapshot(_ volume: Volume, name: String, tags: [String]) async throws -> Snapshot {
+        do {
+            return try await api.createSnapshot(volumeID: volume.id, name: name, tags: tags)
+        } catch let error as DOError where error.code == .conflict {
+            throw VolumeError(
+                .invalidOption,
+                "volume \(volume.name) already has a snapshot named \(name); choose another name")
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "cannot take a snapshot of volume \(volume.name): \(error)")
+        }
+    }
+
+    /// Grows a volume just made from a snapshot to the size its Create asked for (DigitalOcean makes it as large as
+    /// the snapshot); its filesystem grows at the first Mount.
+    func grow(_ volume: Volume, to size: Int, name: String) async throws -> Volume {
+        guard size > volume.sizeGigabytes else { return volume }
+        let deadline = limit(after: configuration.actionTimeout)
+        do {
+            let action = try await postAction("resize", name: name, deadline: deadline) {
+                try await api.resize(volumeID: volume.id, sizeGigabytes: size, region: configuration.region)
+            }
+            try await waitForAction(action, volumeID: volume.id, watch: nil, present: true, deadline: deadline, what: "resize", name: name)
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "volume \(name) was made from its snapshot but could not be grown to \(size) GiB: \(error)")
+        }
+        var grown = volume
+        grown.sizeGigabytes = size
+        return grown
+    }
+
+    /// `20261123T093000Z`: UTC, sortable, valid in names.
+    static func snapshotTime(_ date: Date) -> String {
+        date.formatted(
+            Date.ISO8601FormatStyle(dateSeparator: .omitted, dateTimeSeparator: .standard, timeSeparator: .omitted, timeZone: .gmt))
+    }
+}
+
+/// Thaws once, from whichever of the request and the timer gets there first.
+actor ThawOnce {
+    private var done = false
+    private let thaw: @Sendable () async -> Void
+
+    init(_ thaw: @escaping @Sendable () async -> Void) { self.thaw = thaw }
+
+    /// Thaws unless already thawed; returns whether this call did it.
+    @discardableResult
+    func run() async -> Bool {
+        guard !done else { return false }
+        done = true
+        await thaw()
+        return true
+    }
+}
