@@ -75,6 +75,20 @@ public struct InProcessAPI: Sendable {
         }
     }
 
+    public func tagVolume(id: String, with name: String) async throws {
+        calls.add("POST /v2/tags/{name}/resources")
+        try await map("POST /v2/tags/\(name)/resources") { () async throws(SimError) in
+            try await world.tag(name: name, resources: [.init(resourceID: id, resourceType: "volume")])
+        }
+    }
+
+    public func untagVolume(id: String, from name: String) async throws {
+        calls.add("DELETE /v2/tags/{name}/resources")
+        try await map("DELETE /v2/tags/\(name)/resources") { () async throws(SimError) in
+            try await world.untag(name: name, resources: [.init(resourceID: id, resourceType: "volume")])
+        }
+    }
+
     public func deleteTag(name: String) async throws {
         calls.add("DELETE /v2/tags/{name}")
         try await map("DELETE /v2/tags/\(name)") { () async throws(SimError) in try await world.deleteTag(name: name) }

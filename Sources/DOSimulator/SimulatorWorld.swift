@@ -37,11 +37,15 @@ public struct SimulatorOptions: Sendable {
     public var requestsPerHour: Int
     /// Volumes one droplet may have attached. DigitalOcean: 15.
     public var volumesPerDroplet: Int
+    /// The account's wall clock: the time on new volumes and snapshots.
+    public var wallClock: @Sendable () -> Date
 
     public init(
         token: String, actionLatency: Duration = .milliseconds(500), deviceDelay: Duration = .zero,
-        requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15
+        requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15,
+        wallClock: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.wallClock = wallClock
         self.token = token
         self.actionLatency = actionLatency
         self.deviceDelay = deviceDelay
@@ -189,24 +193,38 @@ public actor SimulatorWorld {
         if tags[name] == nil { tags[name] = [] }
     }
 
-    /// Tags droplets (other resource types are accepted and not recorded). 404 when the tag does not exist.
+    /// Tags droplets and volumes (other resource types are accepted and not recorded). 404 when the tag or a
+    /// resource does not exist.
     public func tag(name: String, resources: [TagResourcesRequest.Resource]) throws(SimError) {
         guard tags[name] != nil else { throw .notFound() }
-        for resource in resources where resource.resourceType == "droplet" {
-            guard let id = Int(resource.resourceID), droplets[id] != nil else { throw .notFound() }
-            if tags[name]?.contains(id) == false { tags[name]?.append(id) }
+        for resource in resources {
+            switch resource.resourceType {
+            case "droplet":
+                guard let id = Int(resource.resourceID), droplets[id] != nil else { throw .notFound() }
+                if tags[name]?.contains(id) == false { tags[name]?.append(id) }
+            case "volume":
+                guard let volume = volumes[resource.resourceID]?.volume else { throw .notFound() }
+                if !volume.tags.contains(name) { volumes[resource.resourceID]?.volume.tags.append(name) }
+            default:
+                break
+            }
         }
     }
 
     public func untag(name: String, resources: [TagResourcesRequest.Resource]) throws(SimError) {
         guard tags[name] != nil else { throw .notFound() }
-        for resource in resources where resource.resourceType == "droplet" {
-            tags[name]?.removeAll { String($0) == resource.resourceID }
+        for resource in resources {
+            switch resource.resourceType {
+            case "droplet": tags[name]?.removeAll { String($0) == resource.resourceID }
+            case "volume": volumes[resource.resourceID]?.volume.tags.removeAll { $0 == name }
+            default: break
+            }
         }
     }
 
     public func deleteTag(name: String) throws(SimError) {
         guard tags.removeValue(forKey: name) != nil else { throw .notFound() }
+        for id in volumes.keys { volumes[id]?.volume.tags.removeAll { $0 == name } }
     }
 
     /// Replaces a droplet's tags that start with `prefix` by `replacement` (tests: a heartbeat from the past).
@@ -282,13 +300,15 @@ public actor SimulatorWorld {
                 name: regionName, slug: request.region, sizes: ["s-1vcpu-1gb", "s-2vcpu-4gb"],
                 features: ["private_networking", "backups", "ipv6", "metadata", "storage"]),
             dropletIDs: [], description: request.description ?? "", sizeGigabytes: size,
-            createdAt: Date().formatted(.iso8601),
+            createdAt: options.wallClock().formatted(.iso8601),
             filesystemType: source.flatMap { volumes[$0.resourceID]?.volume.filesystemType } ?? filesystem ?? "",
             filesystemLabel: label, tags: request.tags ?? [])
         // Stored before the device is made (the actor re-enters there), so a create of the same name meanwhile meets
         // the 409, and a lookup finds this one, as on DigitalOcean.
         nextOrder += 1
         volumes[volume.id] = StoredVolume(volume: volume, order: nextOrder)
+        // Tags given at creation exist from then on, as on DigitalOcean.
+        for tag in volume.tags where tags[tag] == nil { tags[tag] = [] }
         do {
             if let source {
                 try await devices.restore(snapshotID: source.id, volumeID: volume.id, sizeGigabytes: size)
@@ -339,7 +359,7 @@ public actor SimulatorWorld {
             throw .unprocessable("volume \(volumeID) already has \(Self.snapshotsPerVolume) snapshots, the most allowed")
         }
         var snapshot = Snapshot(
-            id: UUID().uuidString.lowercased(), name: request.name, createdAt: Date().formatted(.iso8601),
+            id: UUID().uuidString.lowercased(), name: request.name, createdAt: options.wallClock().formatted(.iso8601),
             regions: [stored.volume.region.slug], minDiskSize: stored.volume.sizeGigabytes, sizeGigabytes: 0,
             resourceID: volumeID, tags: request.tags ?? [])
         nextOrder += 1

@@ -159,6 +159,18 @@ public struct DOClient: Sendable {
         let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
     }
 
+    /// Tags a volume (204). Throws `.notFound` when the tag does not exist.
+    public func tagVolume(id: String, with name: String) async throws {
+        let body = TagResourcesRequest(resources: [.init(resourceID: id, resourceType: "volume")])
+        let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
+    }
+
+    /// Takes a tag off a volume (204).
+    public func untagVolume(id: String, from name: String) async throws {
+        let body = TagResourcesRequest(resources: [.init(resourceID: id, resourceType: "volume")])
+        let _: Empty = try await call("DELETE", "/v2/tags/\(name)/resources", body: body)
+    }
+
     /// Deletes a tag, untagging everything it was on (204). Throws `.notFound` when it does not exist.
     public func deleteTag(name: String) async throws {
         let _: Empty = try await call("DELETE", "/v2/tags/\(name)")

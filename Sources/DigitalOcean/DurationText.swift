@@ -12,11 +12,11 @@ extension Duration {
         return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 
-    /// Reads `30` (seconds), `30s`, `500ms`, `2m` or `1h`. Nil when the text is none of these, or negative, or not
+    /// Reads `30` (seconds), `30s`, `500ms`, `2m`, `1h` or `1d`. Nil when the text is none of these, or negative, or not
     /// finite. A value past `longestReadable` is read as it, so callers compare against their own limits.
     public init?(parsing text: String) {
         let text = text.trimmedWhitespace
-        let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]
+        let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("", 1)]
         for unit in units where text.hasSuffix(unit.suffix) {
             let number = text.dropLast(unit.suffix.count).trimmedWhitespace
             if let value = Double(number), value >= 0, value.isFinite, let duration = Self.clamped(seconds: value * unit.scale) {

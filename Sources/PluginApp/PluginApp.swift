@@ -31,6 +31,7 @@ public enum PluginApp {
             Task { await service.releaseUnusedAttachments() }
             Task { await service.growOnDeviceEvents() }
             Task { await service.keepHeartbeat() }
+            Task { await service.runSnapshotSchedules() }
             return service
         }
     }
@@ -52,7 +53,7 @@ public enum PluginApp {
             dropletID: identity.id, region: identity.region, deviceDirectory: settings.deviceDirectory,
             mountRoot: settings.mountRoot, detachOnUnmount: settings.detachOnUnmount,
             handoffTimeout: settings.handoffTimeout, takeover: settings.takeover, leaseRenew: settings.leaseRenew,
-            leaseTTL: settings.leaseTTL, defaults: settings.volumeDefaults)
+            leaseTTL: settings.leaseTTL, defaults: settings.volumeDefaults, snapshotMinInterval: settings.snapshotMinInterval)
         let service = try VolumeService(
             configuration: configuration, api: client, devices: devices, filesystem: LinuxFilesystem(logger: logger),
             store: StateStore(directory: settings.stateDirectory), logger: logger)

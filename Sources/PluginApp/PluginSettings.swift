@@ -37,6 +37,8 @@ public struct PluginSettings: Sendable, Equatable {
     public var leaseRenew: Duration = .seconds(300)
     /// `LEASE_TTL`, default 12m: a heartbeat older than this lets `lease` take the holder's volumes.
     public var leaseTTL: Duration = .seconds(720)
+    /// `SNAPSHOT_MIN_INTERVAL`, default 15m: the shortest `snapshot_every` a volume may ask for.
+    public var snapshotMinInterval: Duration = .seconds(900)
     /// `LOG_LEVEL`, default info.
     public var logLevel: Logger.Level = .info
     /// `AUTO_CREATE` (true), `DEFAULT_SIZE` (10GiB), `DEFAULT_FSTYPE` (ext4), `DEFAULT_MOUNTOPTS` (none),
@@ -106,6 +108,12 @@ public struct PluginSettings: Sendable, Equatable {
                 "LEASE_TTL (\(Int(leaseTTL.seconds))s) must be at least twice LEASE_RENEW (\(Int(leaseRenew.seconds))s) "
                     + "plus 30s, i.e. \(Int(shortest.seconds))s, so that a live droplet that misses one renewal, or "
                     + "whose clock is 30s off, is never taken over")
+        }
+        if let text = Self.nonEmpty(reader.string(forKey: "snapshot.min.interval")) {
+            snapshotMinInterval = try Self.duration(text, "SNAPSHOT_MIN_INTERVAL")
+            guard snapshotMinInterval >= .seconds(60) else {
+                throw SettingsError("SNAPSHOT_MIN_INTERVAL=\(text) is too short: use at least 1m (default 15m)")
+            }
         }
         if let text = Self.nonEmpty(reader.string(forKey: "auto.create")) {
             volumeDefaults.autoCreate = try Self.bool(text, "AUTO_CREATE")

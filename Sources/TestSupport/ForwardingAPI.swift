@@ -25,6 +25,8 @@ extension ForwardingAPI {
     public func createTag(name: String) async throws { try await base.createTag(name: name) }
     public func tag(dropletID: Int, with name: String) async throws { try await base.tag(dropletID: dropletID, with: name) }
     public func deleteTag(name: String) async throws { try await base.deleteTag(name: name) }
+    public func tagVolume(id: String, with name: String) async throws { try await base.tagVolume(id: id, with: name) }
+    public func untagVolume(id: String, from name: String) async throws { try await base.untagVolume(id: id, from: name) }
     public func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
         try await base.resize(volumeID: volumeID, sizeGigabytes: sizeGigabytes, region: region)
     }

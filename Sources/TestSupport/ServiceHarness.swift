@@ -13,13 +13,16 @@ public final class ServiceHarness: Sendable {
     public let api: InProcessAPI
     public let signal = EventSignal()
 
-    /// - Parameter actionLatency: how long simulated actions take (real time).
-    public init(actionLatency: Duration = .milliseconds(30)) throws {
+    /// - Parameters:
+    ///   - actionLatency: how long simulated actions take (real time).
+    ///   - clock: the account's wall clock, for the times on volumes and snapshots; the real one when nil.
+    public init(actionLatency: Duration = .milliseconds(30), clock: MovableWallClock? = nil) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("do-storage-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let signal = self.signal
         world = SimulatorWorld(
-            options: SimulatorOptions(token: "test-token", actionLatency: actionLatency),
+            options: SimulatorOptions(
+                token: "test-token", actionLatency: actionLatency, wallClock: { clock?.now ?? Date() }),
             devices: FileDeviceBackend(dataDirectory: root + "/data", onChange: { signal.fire() }),
             logger: Logger(label: "do-sim"))
         api = InProcessAPI(world: world)

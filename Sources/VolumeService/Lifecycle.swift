@@ -13,6 +13,12 @@ extension VolumeService {
     /// creates it.
     func register(_ name: String, options: CreateOptions, mayCreate: Bool) async throws {
         try checkDockerName(name)
+        if let every = options.schedule?.every, every < configuration.snapshotMinInterval {
+            throw VolumeError(
+                .invalidOption,
+                "snapshot_every=\(SnapshotSchedule.text(every)) is more often than this plugin allows "
+                    + "(SNAPSHOT_MIN_INTERVAL=\(SnapshotSchedule.text(configuration.snapshotMinInterval)))")
+        }
         try await volumeLocks.withLock(name) {
             // Docker retries Create, and swarm sends it for every task: a known volume is done.
             if state.volumes[name] != nil { return }
@@ -27,6 +33,10 @@ extension VolumeService {
                             + "choose another name for the new volume")
                 }
                 try checkAdoption(existing, options: options, name: name)
+                var existing = existing
+                if let schedule = options.schedule, SnapshotSchedule(tags: existing.tags) != schedule {
+                    existing.tags = try await setSchedule(schedule, on: existing, name: name)
+                }
                 try await addRecord(name: name, doName: doName, volume: existing, options: options)
                 logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
                 return
@@ -170,7 +180,7 @@ extension VolumeService {
         var request = VolumeCreateRequest(
             name: doName, sizeGigabytes: options.sizeGiB ?? defaults.sizeGiB, region: configuration.region,
             description: options.description, filesystemType: fstype.rawValue, filesystemLabel: options.label,
-            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)])
+            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)] + (options.schedule?.tags ?? []))
         if let snapshot {
             guard snapshot.regions.contains(configuration.region) else {
                 throw VolumeError(
@@ -263,5 +273,6 @@ extension VolumeRecord {
         seen = SeenVolume(
             sizeGiB: volume.sizeGigabytes, fstype: volume.filesystemType, attachedTo: volume.dropletIDs.first,
             device: device, createdByPlugin: volume.tags.contains(VolumeNames.markerTag))
+        schedule = SnapshotSchedule(tags: volume.tags)
     }
 }

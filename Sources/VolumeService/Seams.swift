@@ -21,6 +21,10 @@ public protocol VolumeAPI: Sendable {
     func tag(dropletID: Int, with name: String) async throws
     /// Deletes a tag and takes it off everything; throws `DOError` `.notFound` when it does not exist.
     func deleteTag(name: String) async throws
+    /// Puts an existing tag on a volume.
+    func tagVolume(id: String, with name: String) async throws
+    /// Takes a tag off a volume.
+    func untagVolume(id: String, from name: String) async throws
     /// Starts growing a volume.
     func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action
     /// Takes a snapshot of a volume; throws `DOError` `.conflict` when the volume has one by that name.

@@ -49,6 +49,8 @@ public struct ServiceConfiguration: Sendable {
     /// The longest a filesystem stays frozen for a consistent snapshot; it is thawed then whatever the snapshot
     /// request is doing, and the snapshot fails. Default 30 s.
     public var freezeLimit: Duration
+    /// The shortest `snapshot_every` a volume may ask for (`SNAPSHOT_MIN_INTERVAL`). Default 15 minutes.
+    public var snapshotMinInterval: Duration
 
     public init(
         dropletID: Int, region: String, deviceDirectory: String = "/dev/disk/by-id", mountRoot: String = "/mnt/volumes",
@@ -58,7 +60,7 @@ public struct ServiceConfiguration: Sendable {
         actionTimeout: Duration = .seconds(60), deviceTimeout: Duration = .seconds(20),
         negativeLookupTTL: Duration = .seconds(10), releaseRetryInterval: Duration = .seconds(5),
         defaults: VolumeDefaults = VolumeDefaults(), mountDeadline: Duration = .seconds(110),
-        freezeLimit: Duration = .seconds(30)
+        freezeLimit: Duration = .seconds(30), snapshotMinInterval: Duration = .seconds(900)
     ) {
         self.dropletID = dropletID
         self.region = region
@@ -78,5 +80,6 @@ public struct ServiceConfiguration: Sendable {
         self.defaults = defaults
         self.mountDeadline = mountDeadline
         self.freezeLimit = freezeLimit
+        self.snapshotMinInterval = snapshotMinInterval
     }
 }

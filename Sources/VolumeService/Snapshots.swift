@@ -90,13 +90,18 @@ extension VolumeService {
         let started = time.now()
         let limit = configuration.freezeLimit
         let request = Task { try await Deadline.$current.withValue(Deadline.bounding(started.advanced(by: limit))) { try await body() } }
-        let thawOnce = ThawOnce { await self.thaw(mountpoint, name: name) }
+        // Whoever thaws first (the request ending, the timer, an Unmount) also ends the request.
+        let thawOnce = ThawOnce {
+            request.cancel()
+            await self.thaw(mountpoint, name: name)
+        }
+        activeFreezes[name] = thawOnce
+        defer { activeFreezes[name] = nil }
         let timer = Task {
             try await self.time.sleep(limit)
-            request.cancel()
             await thawOnce.run()
         }
-        let result = await request.result
+        let result = await withTaskCancellationHandler { await request.result } onCancel: { request.cancel() }
         timer.cancel()
         let inTime = await thawOnce.run()
         let frozenFor = started.duration(to: time.now())
@@ -112,8 +117,9 @@ extension VolumeService {
             }
             throw VolumeError(
                 .cloud,
-                "the snapshot of volume \(name) was not taken within \(Int(limit.seconds))s, so its filesystem was thawed "
-                    + "and the snapshot abandoned; DigitalOcean may be slow: try again")
+                "the snapshot of volume \(name) was abandoned: its filesystem was thawed before DigitalOcean answered "
+                    + "(after \(Int(frozenFor.seconds))s; at most \(Int(limit.seconds))s, or sooner when the volume is "
+                    + "unmounted); try again")
         }
         logger.info(
             "Snapshot taken with the filesystem frozen",

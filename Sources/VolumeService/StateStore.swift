@@ -38,6 +38,10 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     /// How many snapshots the volume had, and its newest ("name at time"), as last seen.
     public var snapshotCount: Int?
     public var lastSnapshot: String?
+    /// The volume's snapshot schedule, as its tags said when last seen.
+    public var schedule: SnapshotSchedule?
+    /// When the schedule last took a snapshot (wall clock), as last seen.
+    public var lastScheduledAt: Date?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],

@@ -83,10 +83,13 @@ public struct CreateOptions: Sendable, Equatable {
     public var fromSnapshot: String?
     /// A new volume from a snapshot taken now of this Docker volume (frozen when it is mounted here).
     public var cloneOf: String?
+    /// `snapshot_every` and `snapshot_keep`: snapshots on a schedule, with retention.
+    public var schedule: SnapshotSchedule?
 
     /// Every option's name, as the errors list them.
     public static let names = [
         "size", "fstype", "fslabel", "description", "tags", "mountopts", "onremove", "takeover", "from_snapshot", "clone_of",
+        "snapshot_every", "snapshot_keep",
     ]
 
     /// The smallest and largest volume DigitalOcean makes, in GiB.
@@ -174,6 +177,15 @@ public struct CreateOptions: Sendable, Equatable {
                 throw VolumeError(.invalidOption, "clone_of=\(text) is not a Docker volume name")
             }
             cloneOf = text
+        }
+        if let text = values["snapshot_every"] {
+            guard let every = Duration(parsing: text), every > .zero, every <= .seconds(366 * 86400) else {
+                throw VolumeError(.invalidOption, "snapshot_every=\(text) is not a duration: use e.g. 6h, 30m or 1d")
+            }
+            let keep = try values["snapshot_keep"].map { text throws(VolumeError) in try SnapshotRetention(parsing: text) }
+            schedule = SnapshotSchedule(every: every, keep: keep ?? SnapshotSchedule.defaultKeep)
+        } else if values["snapshot_keep"] != nil {
+            throw VolumeError(.invalidOption, "snapshot_keep needs snapshot_every: how often to take the snapshots it keeps")
         }
         if fromSnapshot != nil || cloneOf != nil {
             let given = fromSnapshot != nil ? "from_snapshot" : "clone_of"

@@ -69,6 +69,10 @@ public actor VolumeService: VolumeDriver {
     /// Mounts between their first DigitalOcean call and their end: the droplet holds (or is about to hold) a volume.
     var mountsInFlight = 0
     let volumeLocks = AsyncKeyedLock()
+    /// One snapshot at a time per volume.
+    let snapshotLocks = AsyncKeyedLock()
+    /// Filesystems frozen for a snapshot now, by volume name: an Unmount thaws them at once.
+    var activeFreezes: [String: ThawOnce] = [:]
     let dropletLock = AsyncKeyedLock()
 
     public init(
@@ -267,6 +271,8 @@ public actor VolumeService: VolumeDriver {
                 return
             }
             let mountpoint = mountpoint(for: name)
+            // A snapshot holding it frozen is abandoned: the Unmount does not wait for it.
+            await activeFreezes[name]?.run()
             try await unmountIfMounted(mountpoint, name: name)
             record.mountpoint = nil
             state.volumes[name] = record
@@ -374,6 +380,8 @@ public actor VolumeService: VolumeDriver {
             "last_error": record.lastError ?? "",
             "snapshots": record.snapshotCount.map(String.init) ?? "",
             "last_snapshot": record.lastSnapshot ?? "",
+            "snapshot_every": record.schedule.map { SnapshotSchedule.text($0.every) } ?? "",
+            "snapshot_keep": record.schedule?.keep.description ?? "",
         ]
         if let consistency = record.cloneConsistency { status["clone_consistency"] = consistency.rawValue }
         return VolumeInfo(name: record.name, mountpoint: record.mountpoint ?? "", createdAt: record.createdAt, status: status)

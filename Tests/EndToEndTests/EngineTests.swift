@@ -264,7 +264,7 @@ struct EngineTests {
             #expect(status == [
                 "do_id": volume.id, "do_name": "pgdata", "region": "nyc1", "size_gib": "2", "fstype": "xfs",
                 "attached_to": "", "device": "", "mounts": "0", "created_by_plugin": "true", "last_error": "",
-                "snapshots": "", "last_snapshot": "",
+                "snapshots": "", "last_snapshot": "", "snapshot_every": "", "snapshot_keep": "",
             ])
 
             let bad = try await engine.docker("volume", "create", "-d", driver, "-o", "size=20MB", "other")

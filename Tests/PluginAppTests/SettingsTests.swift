@@ -22,6 +22,7 @@ import VolumeService
         #expect(settings.takeover == .lease)
         #expect(settings.leaseRenew == .seconds(300))
         #expect(settings.leaseTTL == .seconds(720))
+        #expect(settings.snapshotMinInterval == .seconds(900))
         #expect(settings.logLevel == .info)
         #expect(settings.volumeDefaults == VolumeDefaults(
             autoCreate: true, sizeGiB: 10, fstype: .ext4, mountOptions: [], removePolicy: .retain))
@@ -41,7 +42,7 @@ import VolumeService
         #expect(Set(config.env.map(\.name)) == [
             "ACCESS_TOKEN", "DO_API_URL", "DO_METADATA_URL", "DROPLET_ID", "DROPLET_REGION", "DEVICE_DIR", "MOUNT_ROOT",
             "STATE_DIR", "SOCKET_PATH", "DETACH_ON_UNMOUNT", "HANDOFF_TIMEOUT", "TAKEOVER", "LEASE_RENEW",
-            "LEASE_TTL", "LOG_LEVEL", "AUTO_CREATE", "DEFAULT_SIZE", "DEFAULT_FSTYPE", "DEFAULT_MOUNTOPTS", "REMOVE_POLICY",
+            "LEASE_TTL", "SNAPSHOT_MIN_INTERVAL", "LOG_LEVEL", "AUTO_CREATE", "DEFAULT_SIZE", "DEFAULT_FSTYPE", "DEFAULT_MOUNTOPTS", "REMOVE_POLICY",
         ])
         #expect(config.env.allSatisfy { $0.settable == ["value"] })
 
@@ -60,7 +61,8 @@ import VolumeService
             "ACCESS_TOKEN": " tok ", "DO_API_URL": "http://127.0.0.1:9/", "DO_METADATA_URL": "http://127.0.0.1:9/m",
             "DROPLET_ID": "42", "DROPLET_REGION": "fra1", "DEVICE_DIR": "/d", "MOUNT_ROOT": "/m/", "STATE_DIR": "/s",
             "SOCKET_PATH": "/p.sock", "DETACH_ON_UNMOUNT": "false", "HANDOFF_TIMEOUT": "45s",
-            "TAKEOVER": "always", "LEASE_RENEW": "1m", "LEASE_TTL": "150s", "LOG_LEVEL": "debug", "AUTO_CREATE": "false", "DEFAULT_SIZE": "1TiB",
+            "TAKEOVER": "always", "LEASE_RENEW": "1m", "LEASE_TTL": "150s", "SNAPSHOT_MIN_INTERVAL": "1h",
+            "LOG_LEVEL": "debug", "AUTO_CREATE": "false", "DEFAULT_SIZE": "1TiB",
             "DEFAULT_FSTYPE": "xfs", "DEFAULT_MOUNTOPTS": "noatime,discard", "REMOVE_POLICY": "delete",
         ])
         #expect(settings.accessToken == "tok")
@@ -77,6 +79,7 @@ import VolumeService
         #expect(settings.takeover == .always)
         #expect(settings.leaseRenew == .seconds(60))
         #expect(settings.leaseTTL == .seconds(150))
+        #expect(settings.snapshotMinInterval == .seconds(3600))
         #expect(settings.logLevel == .debug)
         #expect(settings.volumeDefaults == VolumeDefaults(
             autoCreate: false, sizeGiB: 1024, fstype: .xfs, mountOptions: [.noatime, .discard], removePolicy: .delete))
@@ -95,7 +98,8 @@ import VolumeService
         ("DETACH_ON_UNMOUNT", "maybe"), ("HANDOFF_TIMEOUT", "soon"), ("HANDOFF_TIMEOUT", "5m"),
         ("HANDOFF_TIMEOUT", "-3"), ("HANDOFF_TIMEOUT", "1e20"), ("HANDOFF_TIMEOUT", "1e300h"), ("HANDOFF_TIMEOUT", "inf"),
         ("HANDOFF_TIMEOUT", "nan"), ("TAKEOVER", "sometimes"), ("LEASE_RENEW", "5s"), ("LEASE_RENEW", "often"),
-        ("LEASE_TTL", "10m"), ("LEASE_TTL", "forever"), ("LOG_LEVEL", "loud"), ("AUTO_CREATE", "perhaps"),
+        ("LEASE_TTL", "10m"), ("LEASE_TTL", "forever"),
+        ("SNAPSHOT_MIN_INTERVAL", "10s"), ("SNAPSHOT_MIN_INTERVAL", "often"), ("LOG_LEVEL", "loud"), ("AUTO_CREATE", "perhaps"),
         ("DEFAULT_SIZE", "0"), ("DEFAULT_SIZE", "17TiB"), ("DEFAULT_SIZE", "big"), ("DEFAULT_FSTYPE", "btrfs"),
         ("DEFAULT_MOUNTOPTS", "noatime,exec"), ("REMOVE_POLICY", "shred"),
     ])

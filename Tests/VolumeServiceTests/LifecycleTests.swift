@@ -33,7 +33,8 @@ import VolumeService
     @Test func anUnknownOptionListsTheAcceptedOnes() {
         let error = #expect(throws: VolumeError.self) { try CreateOptions(parsing: ["sise": "20"]) }
         #expect(error?.message == "unknown volume option \"sise\"; do_storage accepts "
-            + "size, fstype, fslabel, description, tags, mountopts, onremove, takeover, from_snapshot, clone_of")
+            + "size, fstype, fslabel, description, tags, mountopts, onremove, takeover, from_snapshot, clone_of, "
+            + "snapshot_every, snapshot_keep")
     }
 
     @Test func everyOptionTogether() throws {
@@ -106,7 +107,7 @@ import VolumeService
         #expect(status == [
             "do_id": created.id, "do_name": "pgdata", "region": "nyc1", "size_gib": "20", "fstype": "xfs",
             "attached_to": "", "device": "", "mounts": "0", "created_by_plugin": "true", "last_error": "",
-            "snapshots": "", "last_snapshot": "",
+            "snapshots": "", "last_snapshot": "", "snapshot_every": "", "snapshot_keep": "",
         ])
     }
 

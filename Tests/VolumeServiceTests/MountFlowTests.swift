@@ -472,6 +472,8 @@ struct FailingAPI: VolumeAPI {
     func createTag(name: String) async throws { throw fail() }
     func tag(dropletID: Int, with name: String) async throws { throw fail() }
     func deleteTag(name: String) async throws { throw fail() }
+    func tagVolume(id: String, with name: String) async throws { throw fail() }
+    func untagVolume(id: String, from name: String) async throws { throw fail() }
     func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action { throw fail() }
     func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot { throw fail() }
     func snapshots(volumeID: String) async throws -> [Snapshot] { throw fail() }
