@@ -96,7 +96,15 @@ let package = Package(
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "do-storage",
-            dependencies: ["PluginApp"],
+            dependencies: ["PluginApp", "StorageCLI"],
+            swiftSettings: swiftSettings),
+        // The command line (`do-storage snapshot …`): asks the running plugin over its socket.
+        .target(
+            name: "StorageCLI",
+            dependencies: [
+                "VolumePlugin", "VolumeService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: swiftSettings),
 
         // The DigitalOcean simulator (tests, demo, benchmarks).

@@ -36,4 +36,11 @@ public actor DeferredDriver: VolumeDriver {
     public func path(name: String) async throws -> String { try await driver().path(name: name) }
     public func get(name: String) async throws -> VolumeInfo { try await driver().get(name: name) }
     public func list() async throws -> [VolumeInfo] { try await driver().list() }
+    public func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo {
+        try await driver().createSnapshot(volume: volume, name: name)
+    }
+    public func listSnapshots(volume: String) async throws -> [SnapshotInfo] { try await driver().listSnapshots(volume: volume) }
+    public func deleteSnapshot(volume: String, snapshot: String) async throws {
+        try await driver().deleteSnapshot(volume: volume, snapshot: snapshot)
+    }
 }

@@ -79,7 +79,9 @@ public enum PluginApp {
         driver: any VolumeDriver, socketPath: String, logger: Logger
     ) throws -> some ApplicationProtocol {
         let router = Router()
-        VolumeDriverController(driver: driver, logger: logger).addRoutes(to: router)
+        let controller = VolumeDriverController(driver: driver, logger: logger)
+        controller.addRoutes(to: router)
+        controller.addCommandRoutes(to: router)
         let directory = socketPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

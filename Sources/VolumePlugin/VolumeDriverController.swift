@@ -83,7 +83,89 @@ public struct VolumeDriverController: Sendable {
         }
     }
 
+    /// The CLI's requests (`do-storage snapshot …`, `do-storage restore …`) on the same socket. Not part of
+    /// Docker's protocol; the engine never sends them.
+    public func addCommandRoutes(to router: Router<some RequestContext>) {
+        router.post("/DoStorage.SnapshotCreate") { request, _ in
+            let decoded = await Self.decode(SnapshotRequest.self, request)
+            let body = (try? decoded.get()) ?? .empty
+            return await handle("SnapshotCreate", name: body.volume) {
+                _ = try decoded.get()
+                let snapshot = try await driver.createSnapshot(volume: body.volume, name: body.name)
+                return Self.encode(SnapshotResponse(snapshot: snapshot))
+            }
+        }
+        router.post("/DoStorage.SnapshotList") { request, _ in
+            let decoded = await Self.decode(SnapshotRequest.self, request)
+            let body = (try? decoded.get()) ?? .empty
+            return await handle("SnapshotList", name: body.volume, level: .debug) {
+                _ = try decoded.get()
+                return Self.encode(SnapshotListResponse(snapshots: try await driver.listSnapshots(volume: body.volume)))
+            }
+        }
+        router.post("/DoStorage.SnapshotDelete") { request, _ in
+            let decoded = await Self.decode(SnapshotRequest.self, request)
+            let body = (try? decoded.get()) ?? .empty
+            return await handle("SnapshotDelete", name: body.volume) {
+                _ = try decoded.get()
+                try await driver.deleteSnapshot(volume: body.volume, snapshot: body.snapshot ?? "")
+                return Self.ok()
+            }
+        }
+        router.post("/DoStorage.Restore") { request, _ in
+            let decoded = await Self.decode(SnapshotRequest.self, request)
+            let body = (try? decoded.get()) ?? .empty
+            return await handle("Restore", name: body.volume) {
+                _ = try decoded.get()
+                try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
+                return Self.ok()
+            }
+        }
+    }
+
     // MARK: Requests
+
+    /// The CLI's requests: the Docker volume, and a snapshot's name (to take) or name or id (to delete, restore).
+    public struct SnapshotRequest: Codable, Sendable {
+        public var volume: String
+        public var name: String?
+        public var snapshot: String?
+        static let empty = SnapshotRequest(volume: "")
+        public init(volume: String, name: String? = nil, snapshot: String? = nil) {
+            self.volume = volume
+            self.name = name
+            self.snapshot = snapshot
+        }
+        enum CodingKeys: String, CodingKey {
+            case volume = "Volume"
+            case name = "Name"
+            case snapshot = "Snapshot"
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            volume = try c.decodeIfPresent(String.self, forKey: .volume) ?? ""
+            name = try c.decodeIfPresent(String.self, forKey: .name)
+            snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot)
+        }
+    }
+
+    public struct SnapshotResponse: Codable, Sendable {
+        public var snapshot: SnapshotInfo
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case snapshot = "Snapshot"
+            case err = "Err"
+        }
+    }
+
+    public struct SnapshotListResponse: Codable, Sendable {
+        public var snapshots: [SnapshotInfo]
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case snapshots = "Snapshots"
+            case err = "Err"
+        }
+    }
 
     struct CreateRequest: Decodable {
         var name: String

@@ -5,6 +5,85 @@ import Logging
 /// A volume's history on DigitalOcean: snapshots taken here (frozen when the volume is mounted here), and volumes
 /// made from them (`from_snapshot`, `clone_of`).
 extension VolumeService {
+    /// On the snapshot a clone is made from.
+    static let cloneTag = "do-storage-clone"
+
+    // MARK: The CLI's requests
+
+    public func createSnapshot(volume name: String, name snapshotName: String?) async throws -> SnapshotInfo {
+        let snapshotName = snapshotName ?? "\(name)-\(Self.snapshotTime(time.wallClock()))"
+        guard !snapshotName.isEmpty, snapshotName.utf8.count <= 255 else {
+            throw VolumeError(.invalidOption, "a snapshot name has 1 to 255 characters")
+        }
+        if state.volumes[name] != nil {
+            return try await volumeLocks.withLock(name) {
+                guard var record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+                let volume = try await currentVolume(&record)
+                let (snapshot, _) = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [])
+                state.volumes[name] = record
+                try await persist()
+                return Self.info(snapshot)
+            }
+        }
+        return Self.info(try await snapshot(try await volumeOnDigitalOcean(name), name: snapshotName, tags: []))
+    }
+
+    public func listSnapshots(volume name: String) async throws -> [SnapshotInfo] {
+        let volume = try await volumeOnDigitalOcean(name)
+        let snapshots = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
+            .sorted { (Self.date($0.createdAt) ?? .distantPast) > (Self.date($1.createdAt) ?? .distantPast) }
+        if state.volumes[name] != nil {
+            state.volumes[name]?.snapshotCount = snapshots.count
+            state.volumes[name]?.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
+            try await persist()
+        }
+        return snapshots.map(Self.info)
+    }
+
+    public func deleteSnapshot(volume name: String, snapshot text: String) async throws {
+        let volume = try await volumeOnDigitalOcean(name)
+        let snapshots = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
+        guard let snapshot = snapshots.first(where: { $0.id == text }) ?? snapshots.first(where: { $0.name == text }) else {
+            throw VolumeError(
+                .notFound,
+                "volume \(name) has no snapshot with the name or id \"\(text)\"; see do-storage snapshot list \(name)")
+        }
+        do {
+            try await api.deleteSnapshot(id: snapshot.id)
+        } catch let error as DOError where error.code != .notFound {
+            throw VolumeError(.cloud, "cannot delete snapshot \(snapshot.name) of volume \(name): \(error)")
+        }
+        logger.notice("Snapshot deleted", metadata: ["volume.name": "\(name)", "do.snapshot.id": "\(snapshot.id)"])
+        if state.volumes[name]?.snapshotCount != nil {
+            state.volumes[name]?.snapshotCount = snapshots.count - 1
+            try await persist()
+        }
+    }
+
+    /// The DigitalOcean volume behind a Docker name, whether or not this droplet knows it.
+    func volumeOnDigitalOcean(_ name: String) async throws -> Volume {
+        if var record = state.volumes[name] {
+            let volume = try await currentVolume(&record)
+            state.volumes[name]?.volumeID = record.volumeID
+            return volume
+        }
+        try checkDockerName(name)
+        let (doName, found) = try await resolve(name)
+        guard let volume = found else {
+            throw VolumeError(.notFound, "there is no volume \(name) (DigitalOcean volume \(doName) in \(configuration.region))")
+        }
+        return volume
+    }
+
+    static func info(_ snapshot: Snapshot) -> SnapshotInfo {
+        let origin =
+            snapshot.tags.contains(SnapshotSchedule.scheduledTag) ? "scheduled"
+            : snapshot.tags.contains(cloneTag) ? "clone" : "manual"
+        return SnapshotInfo(
+            id: snapshot.id, name: snapshot.name, createdAt: snapshot.createdAt, sizeGigabytes: snapshot.sizeGigabytes,
+            origin: origin)
+    }
+
     /// A volume snapshot by id, or else by name among all the account's volume snapshots. A name that several
     /// volumes' snapshots share is an error listing them.
     func findSnapshot(_ text: String) async throws -> Snapshot {
@@ -45,7 +124,7 @@ extension VolumeService {
             return try await volumeLocks.withLock(source) {
                 guard var record = state.volumes[source] else { throw VolumeError(.notFound, "no such volume: \(source)") }
                 let volume = try await currentVolume(&record)
-                let snapshot = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [])
+                let snapshot = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [Self.cloneTag])
                 state.volumes[source] = record
                 try await persist()
                 return snapshot
@@ -57,7 +136,7 @@ extension VolumeService {
                 .notFound,
                 "clone_of=\(source): there is no DigitalOcean volume \(doName) in region \(configuration.region) to clone")
         }
-        return (try await snapshot(volume, name: snapshotName, tags: []), .crash)
+        return (try await snapshot(volume, name: snapshotName, tags: [Self.cloneTag]), .crash)
     }
 
     /// Snapshots a volume this droplet knows: frozen when it is mounted here. Notes the snapshot in its record.

@@ -29,6 +29,31 @@ public protocol VolumeDriver: Sendable {
     func path(name: String) async throws -> String
     func get(name: String) async throws -> VolumeInfo
     func list() async throws -> [VolumeInfo]
+    /// Takes a snapshot of the volume (frozen when it is mounted here); `name` nil: `<volume>-<UTC time>`.
+    func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo
+    /// The volume's snapshots, newest first.
+    func listSnapshots(volume: String) async throws -> [SnapshotInfo]
+    /// Deletes one of the volume's snapshots, by name or id.
+    func deleteSnapshot(volume: String, snapshot: String) async throws
+}
+
+/// A volume snapshot as the CLI shows it.
+public struct SnapshotInfo: Sendable, Codable, Equatable {
+    public var id: String
+    public var name: String
+    /// RFC 3339, UTC.
+    public var createdAt: String
+    public var sizeGigabytes: Double
+    /// `scheduled`, `clone` or `manual`.
+    public var origin: String
+
+    public init(id: String, name: String, createdAt: String, sizeGigabytes: Double, origin: String) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+        self.sizeGigabytes = sizeGigabytes
+        self.origin = origin
+    }
 }
 
 /// Answers every call with the same error, for a plugin that cannot work (no access token).
@@ -44,6 +69,9 @@ public struct UnconfiguredDriver: VolumeDriver {
     public func path(name: String) async throws -> String { throw error }
     public func get(name: String) async throws -> VolumeInfo { throw error }
     public func list() async throws -> [VolumeInfo] { throw error }
+    public func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo { throw error }
+    public func listSnapshots(volume: String) async throws -> [SnapshotInfo] { throw error }
+    public func deleteSnapshot(volume: String, snapshot: String) async throws { throw error }
 }
 
 /// The orchestration: brings DigitalOcean volumes to this droplet and mounts them, counts Docker's references,

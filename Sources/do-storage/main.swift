@@ -2,9 +2,14 @@ import FoundationEssentials
 import Glibc
 import Logging
 import PluginApp
+import StorageCLI
 
 // do-storage: Docker volume plugin for DigitalOcean Block Storage. Configured only through the environment
-// (see README.md, "Configuration").
+// (see README.md, "Configuration"). Given arguments, it is the command line that asks the running plugin.
+if StorageCommand.isCommand(CommandLine.arguments) {
+    StorageCommand.main()
+    exit(0)
+}
 let settings: PluginSettings
 do {
     settings = try PluginSettings.fromEnvironment()
