@@ -30,8 +30,12 @@ extension VolumeService {
 
     public func listSnapshots(volume name: String) async throws -> [SnapshotInfo] {
         let volume = try await volumeOnDigitalOcean(name)
-        let snapshots = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
-            .sorted { (Self.date($0.createdAt) ?? .distantPast) > (Self.date($1.createdAt) ?? .distantPast) }
+        // Newest first; snapshots of the same second in the reverse of DigitalOcean's order (oldest first).
+        let listed = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
+        let snapshots = listed.enumerated().sorted { a, b in
+            let (first, second) = (Self.date(a.element.createdAt) ?? .distantPast, Self.date(b.element.createdAt) ?? .distantPast)
+            return first != second ? first > second : a.offset > b.offset
+        }.map(\.element)
         if state.volumes[name] != nil {
             state.volumes[name]?.snapshotCount = snapshots.count
             state.volumes[name]?.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
