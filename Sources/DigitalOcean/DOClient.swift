@@ -32,19 +32,10 @@ public struct DOClient: Sendable {
 
     /// Every volume with this name in this region (DigitalOcean allows one), following all pages.
     public func volumes(named name: String? = nil, region: String? = nil) async throws -> [Volume] {
-        var all: [Volume] = []
-        var page = 1
-        while true {
-            var query: [(String, String)] = []
-            if let name { query.append(("name", name)) }
-            if let region { query.append(("region", region)) }
-            query.append(("per_page", "200"))
-            query.append(("page", String(page)))
-            let list: VolumeList = try await call("GET", "/v2/volumes", query: query)
-            all += list.volumes
-            if list.volumes.isEmpty || list.links.pages?.next == nil || all.count >= list.meta.total { return all }
-            page += 1
-        }
+        var query: [(String, String)] = []
+        if let name { query.append(("name", name)) }
+        if let region { query.append(("region", region)) }
+        return try await allPages(VolumeList.self, "/v2/volumes", query: query)
     }
 
     /// One volume. Throws `DOError` with code `.notFound` when it does not exist.
@@ -75,17 +66,12 @@ public struct DOClient: Sendable {
 
     /// Every snapshot of one volume, following all pages.
     public func snapshots(volumeID: String) async throws -> [Snapshot] {
-        try await pages { page in
-            try await call("GET", "/v2/volumes/\(volumeID)/snapshots", query: [("per_page", "200"), ("page", String(page))])
-        }
+        try await allPages(SnapshotList.self, "/v2/volumes/\(volumeID)/snapshots")
     }
 
     /// Every volume snapshot of the account, following all pages.
     public func volumeSnapshots() async throws -> [Snapshot] {
-        try await pages { page in
-            try await call(
-                "GET", "/v2/snapshots", query: [("resource_type", "volume"), ("per_page", "200"), ("page", String(page))])
-        }
+        try await allPages(SnapshotList.self, "/v2/snapshots", query: [("resource_type", "volume")])
     }
 
     /// One snapshot; throws `.notFound` when it does not exist.
@@ -99,14 +85,17 @@ public struct DOClient: Sendable {
         let _: Empty = try await call("DELETE", "/v2/snapshots/\(id)")
     }
 
-    private func pages(_ page: (Int) async throws -> SnapshotList) async throws -> [Snapshot] {
-        var all: [Snapshot] = []
-        var number = 1
+    /// Every item of a listing, 200 a page, until DigitalOcean says there is no next page or all are read.
+    private func allPages<List: PagedList>(
+        _ type: List.Type, _ path: String, query: [(String, String)] = []
+    ) async throws -> [List.Item] {
+        var all: [List.Item] = []
+        var page = 1
         while true {
-            let list = try await page(number)
-            all += list.snapshots
-            if list.snapshots.isEmpty || list.links.pages?.next == nil || all.count >= list.meta.total { return all }
-            number += 1
+            let list: List = try await call("GET", path, query: query + [("per_page", "200"), ("page", String(page))])
+            all += list.items
+            if list.items.isEmpty || list.links.pages?.next == nil || all.count >= list.meta.total { return all }
+            page += 1
         }
     }
 

@@ -389,3 +389,19 @@ public struct SnapshotList: Codable, Sendable {
         self.meta = meta
     }
 }
+
+/// A page of a DigitalOcean listing: its items, the link to the next page, and the total.
+protocol PagedList: Decodable, Sendable {
+    associatedtype Item: Sendable
+    var items: [Item] { get }
+    var links: VolumeList.Links { get }
+    var meta: VolumeList.Meta { get }
+}
+
+extension VolumeList: PagedList {
+    var items: [Volume] { volumes }
+}
+
+extension SnapshotList: PagedList {
+    var items: [Snapshot] { snapshots }
+}
