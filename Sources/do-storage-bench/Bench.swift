@@ -220,28 +220,14 @@ struct Bench: AsyncParsableCommand {
         _ = try await world.createVolume(VolumeCreateRequest(name: "soak", sizeGigabytes: 1, region: "nyc1", filesystemType: "ext4"))
         let running = try await SimulatorServer(world: world, logger: logger).start()
         let socket = root + "/soak.sock"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.environment = [
-            "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL, "DO_METADATA_URL": running.metadataURL(droplet: 1),
-            "SOCKET_PATH": socket, "STATE_DIR": root + "/soak-state", "MOUNT_ROOT": root + "/soak-mnt",
-            "DEVICE_DIR": root + "/soak-by-id", "LOG_LEVEL": "error",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let (process, _) = try await startPlugin(
+            binary, running: running, socket: socket, state: root + "/soak-state", mountRoot: root + "/soak-mnt",
+            deviceDirectory: root + "/soak-by-id")
         defer {
             process.terminate()
             process.waitUntilExit()
         }
         let pid = process.processIdentifier
-        let started = ContinuousClock.now
-        while !Self.accepts(socket) {
-            guard process.isRunning, ContinuousClock.now - started < .seconds(10) else {
-                throw ValidationError("\(binary) did not open its socket")
-            }
-            try await Task.sleep(for: .milliseconds(1))
-        }
         func call(_ method: String, _ body: String) async throws -> Bool {
             let result = try await Subprocess.run(
                 .name("curl"),
@@ -286,29 +272,14 @@ struct Bench: AsyncParsableCommand {
         var anonymous: [Double] = []
         for index in 0..<starts {
             let socket = "\(root)/p\(index).sock"
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.environment = [
-                "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL,
-                "DO_METADATA_URL": running.metadataURL(droplet: 1), "SOCKET_PATH": socket,
-                "STATE_DIR": "\(root)/pstate\(index)", "MOUNT_ROOT": "\(root)/pmnt", "DEVICE_DIR": root + "/by-id",
-                "LOG_LEVEL": "error",
-            ]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            let started = ContinuousClock.now
-            try process.run()
+            let (process, startup) = try await startPlugin(
+                binary, running: running, socket: socket, state: "\(root)/pstate\(index)", mountRoot: "\(root)/pmnt",
+                deviceDirectory: root + "/by-id")
             defer {
                 process.terminate()
                 process.waitUntilExit()
             }
-            while !Self.accepts(socket) {
-                guard process.isRunning, ContinuousClock.now - started < .seconds(10) else {
-                    throw ValidationError("\(binary) did not open its socket")
-                }
-                try await Task.sleep(for: .microseconds(200))
-            }
-            startups.append((ContinuousClock.now - started).milliseconds)
+            startups.append(startup.milliseconds)
             // Idle: the background start-up (metadata, state, udev) is done and nothing is asked of it.
             try await Task.sleep(for: .seconds(1))
             let rollup = (try? ProcFile.read("/proc/\(process.processIdentifier)/smaps_rollup")) ?? ""
@@ -328,6 +299,33 @@ struct Bench: AsyncParsableCommand {
                      percentile(startups, 0.5), startups.last ?? 0, starts))
         print(String(format: "idle resident memory: median %.1f MB (ceiling 20 MB), of which %.1f MB anonymous; the rest is clean pages of the binary and libraries",
                      percentile(residents, 0.5), percentile(anonymous, 0.5)))
+    }
+
+    /// Starts the plugin binary against the simulator as droplet 1 and waits until its socket accepts. Returns the
+    /// process (the caller stops it) and the time from exec to an accepting socket.
+    func startPlugin(
+        _ binary: String, running: RunningSimulator, socket: String, state: String, mountRoot: String, deviceDirectory: String
+    ) async throws -> (Process, Duration) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.environment = [
+            "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL, "DO_METADATA_URL": running.metadataURL(droplet: 1),
+            "SOCKET_PATH": socket, "STATE_DIR": state, "MOUNT_ROOT": mountRoot, "DEVICE_DIR": deviceDirectory,
+            "LOG_LEVEL": "error",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        let started = ContinuousClock.now
+        try process.run()
+        while !Self.accepts(socket) {
+            guard process.isRunning, ContinuousClock.now - started < .seconds(10) else {
+                process.terminate()
+                process.waitUntilExit()
+                throw ValidationError("\(binary) did not open its socket")
+            }
+            try await Task.sleep(for: .microseconds(200))
+        }
+        return (process, ContinuousClock.now - started)
     }
 
     static func accepts(_ path: String) -> Bool {
