@@ -131,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "do-storage-bench",
             dependencies: [
-                "DOSimulator", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices", "TestSupport",
+                "DOSimulator", "VolumeService", "VolumePlugin", "DigitalOcean", "CurlTransport", "HostDevices", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -173,11 +173,11 @@ let package = Package(
             dependencies: ["HostDevices", "VolumeService", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "PluginAppTests",
-            dependencies: ["PluginApp", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["PluginApp", "VolumePlugin", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "do-storage",
+                "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "VolumePlugin", "do-storage",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -74,7 +74,8 @@ public enum PluginApp {
         try await app.runService()
     }
 
-    /// The HTTP application on the unix socket (a stale socket file is replaced).
+    /// The HTTP application on the unix socket. A stale socket file is replaced; one that a live process serves is
+    /// not (a second instance would take Docker's requests from it).
     public static func makeApplication(
         driver: any VolumeDriver, socketPath: String, logger: Logger
     ) throws -> some ApplicationProtocol {
@@ -86,10 +87,22 @@ public enum PluginApp {
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        if UnixSocket.isServed(socketPath) {
+            throw SocketInUse(path: socketPath)
+        }
         unlink(socketPath)
         return Application(
             router: router, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "do_storage"),
             onServerRunning: { _ in logger.info("Listening", metadata: ["socket.path": "\(socketPath)"]) },
             logger: logger)
+    }
+}
+
+/// Another process serves the plugin's socket.
+public struct SocketInUse: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public var description: String {
+        "another process already serves \(path); this do_storage does not start (to run the command line, give it a "
+            + "subcommand, e.g. do-storage snapshot list VOLUME)"
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import Glibc
+import VolumePlugin
 
 /// One request to the plugin: HTTP/1.1 over its unix socket, the answer read until the plugin closes. Blocking, for
 /// a short-lived command (no Swift concurrency runs here); the plugin's error comes back as the thrown message.
@@ -37,27 +38,14 @@ struct PluginSocket {
     }
 
     private func exchange(_ request: [UInt8]) throws -> [UInt8] {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        let fd: Int32
+        switch UnixSocket.connect(path) {
+        case .success(let connected): fd = connected
+        case .failure(let error): throw Failure(description: "cannot reach the plugin at \(path): \(error.reason)")
+        }
         defer { close(fd) }
         var limit = timeout
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw Failure(description: "socket path too long: \(path)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            throw Failure(description: "cannot reach the plugin at \(path): \(String(cString: strerror(errno)))")
-        }
         var offset = 0
         while offset < request.count {
             let sent = request[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -7,6 +7,7 @@ import HostDevices
 import Logging
 import Subprocess
 import TestSupport
+import VolumePlugin
 import VolumeService
 
 /// Prints the plugin's figures against the simulator with a fixed action latency: overhead per cold Mount beyond
@@ -42,6 +43,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Mount/Unmount cycles to run through --plugin-binary's socket, with --devices loop (root); 0 skips.")
     var soak = 0
 
+    @Option(help: "Snapshots of a mounted volume to time the freeze window over, and scheduled snapshots to count calls over; 0 skips.")
+    var snapshots = 10
+
+    @Option(help: "Simulated time DigitalOcean takes to answer a snapshot request, in milliseconds.")
+    var snapshotLatencyMs = 200
+
     func run() async throws {
         var simLogger = Logger(label: "do-sim")
         simLogger.logLevel = .critical
@@ -56,8 +63,11 @@ struct Bench: AsyncParsableCommand {
         let backend: any SimDeviceBackend =
             real ? LoopDeviceBackend(dataDirectory: root + "/data")
             : FileDeviceBackend(dataDirectory: root + "/data", onChange: { signal.fire() })
+        let clock = MovableWallClock()
         let world = SimulatorWorld(
-            options: SimulatorOptions(token: "bench-token", actionLatency: .milliseconds(latencyMs)),
+            options: SimulatorOptions(
+                token: "bench-token", actionLatency: .milliseconds(latencyMs), snapshotLatency: .milliseconds(snapshotLatencyMs),
+                wallClock: { clock.now() }),
             devices: backend, logger: simLogger)
         try await world.addDroplet(id: 1, deviceDirectory: root + "/by-id")
         let server = SimulatorServer(world: world, logger: simLogger)
@@ -73,14 +83,19 @@ struct Bench: AsyncParsableCommand {
             watcher = SignalDeviceWatcher(signal: signal) { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
             filesystem = FakeFilesystem()
         }
+        let freezes = FreezeStopwatch(filesystem)
+        let time = TimeSource(now: { ContinuousClock.now }, sleep: { try await Task.sleep(for: $0) }, wallClock: { clock.now() })
         let service = try VolumeService(
             configuration: ServiceConfiguration(dropletID: 1, region: "nyc1", deviceDirectory: root + "/by-id", mountRoot: root + "/mnt"),
-            api: client, devices: watcher, filesystem: filesystem, store: StateStore(directory: root + "/state"),
-            logger: logger)
+            api: client, devices: watcher, filesystem: freezes, store: StateStore(directory: root + "/state"),
+            time: time, logger: logger)
 
         do {
             if mounts > 0 { try await measure(world: world, server: server, service: service) }
             if atOnce > 0 { try await measureScale(world: world, server: server, service: service) }
+            if snapshots > 0 {
+                try await measureSnapshots(world: world, server: server, service: service, freezes: freezes, clock: clock)
+            }
             if let pluginBinary {
                 if starts > 0 { try await measureProcess(pluginBinary, running: running, root: root) }
                 if soak > 0 {
@@ -317,7 +332,7 @@ struct Bench: AsyncParsableCommand {
         process.standardError = FileHandle.nullDevice
         let started = ContinuousClock.now
         try process.run()
-        while !Self.accepts(socket) {
+        while !UnixSocket.isServed(socket) {
             guard process.isRunning, ContinuousClock.now - started < .seconds(10) else {
                 process.terminate()
                 process.waitUntilExit()
@@ -326,25 +341,6 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .microseconds(200))
         }
         return (process, ContinuousClock.now - started)
-    }
-
-    static func accepts(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: bytes)
-            buffer[bytes.count] = 0
-        }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-            }
-        }
     }
 
     func percentile(_ sorted: [Double], _ p: Double) -> Double {

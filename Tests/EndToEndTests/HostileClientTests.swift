@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import HostDevices
 import Testing
+import VolumePlugin
 
 /// Hostile clients on the plugin's real socket: connections that stall in the middle of a request, one that sends
 /// its request a byte at a time, and bodies past the 1 MiB the plugin reads. Docker's own requests keep being
@@ -80,25 +81,13 @@ final class RawConnection: @unchecked Sendable {
     let fd: Int32
 
     init(path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
+        switch UnixSocket.connect(path) {
+        case .success(let connected): fd = connected
+        case .failure(let error): throw LabError("connect to \(path): \(error.reason)")
+        }
         var limit = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: bytes.prefix(buffer.count - 1))
-            buffer[min(bytes.count, buffer.count - 1)] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            Glibc.close(fd)
-            throw LabError("connect to \(path): \(String(cString: strerror(errno)))")
-        }
     }
 
     func send(_ bytes: [UInt8]) throws {
