@@ -111,8 +111,8 @@ public struct PluginSettings: Sendable, Equatable {
         }
         if let text = Self.nonEmpty(reader.string(forKey: "snapshot.min.interval")) {
             snapshotMinInterval = try Self.duration(text, "SNAPSHOT_MIN_INTERVAL")
-            guard snapshotMinInterval >= .seconds(60) else {
-                throw SettingsError("SNAPSHOT_MIN_INTERVAL=\(text) is too short: use at least 1m (default 15m)")
+            guard snapshotMinInterval >= .seconds(10) else {
+                throw SettingsError("SNAPSHOT_MIN_INTERVAL=\(text) is too short: use at least 10s (default 15m)")
             }
         }
         if let text = Self.nonEmpty(reader.string(forKey: "auto.create")) {

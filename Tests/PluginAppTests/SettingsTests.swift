@@ -99,7 +99,7 @@ import VolumeService
         ("HANDOFF_TIMEOUT", "-3"), ("HANDOFF_TIMEOUT", "1e20"), ("HANDOFF_TIMEOUT", "1e300h"), ("HANDOFF_TIMEOUT", "inf"),
         ("HANDOFF_TIMEOUT", "nan"), ("TAKEOVER", "sometimes"), ("LEASE_RENEW", "5s"), ("LEASE_RENEW", "often"),
         ("LEASE_TTL", "10m"), ("LEASE_TTL", "forever"),
-        ("SNAPSHOT_MIN_INTERVAL", "10s"), ("SNAPSHOT_MIN_INTERVAL", "often"), ("LOG_LEVEL", "loud"), ("AUTO_CREATE", "perhaps"),
+        ("SNAPSHOT_MIN_INTERVAL", "9s"), ("SNAPSHOT_MIN_INTERVAL", "often"), ("LOG_LEVEL", "loud"), ("AUTO_CREATE", "perhaps"),
         ("DEFAULT_SIZE", "0"), ("DEFAULT_SIZE", "17TiB"), ("DEFAULT_SIZE", "big"), ("DEFAULT_FSTYPE", "btrfs"),
         ("DEFAULT_MOUNTOPTS", "noatime,exec"), ("REMOVE_POLICY", "shred"),
     ])
