@@ -39,13 +39,17 @@ public struct SimulatorOptions: Sendable {
     public var volumesPerDroplet: Int
     /// The account's wall clock: the time on new volumes and snapshots.
     public var wallClock: @Sendable () -> Date
+    /// How long a snapshot request takes beyond copying the volume (DigitalOcean answers once the snapshot is
+    /// taken). Default 0.
+    public var snapshotLatency: Duration
 
     public init(
         token: String, actionLatency: Duration = .milliseconds(500), deviceDelay: Duration = .zero,
         requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15,
-        wallClock: @escaping @Sendable () -> Date = { Date() }
+        snapshotLatency: Duration = .zero, wallClock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.wallClock = wallClock
+        self.snapshotLatency = snapshotLatency
         self.token = token
         self.actionLatency = actionLatency
         self.deviceDelay = deviceDelay
@@ -347,8 +351,13 @@ public actor SimulatorWorld {
     /// At most this many snapshots per volume, as on DigitalOcean.
     public static let snapshotsPerVolume = 25
 
+    /// How long each snapshot request took here, copy and `snapshotLatency` included, oldest first.
+    public private(set) var snapshotDurations: [Duration] = []
+
     /// Takes a snapshot of the volume's content as it is now.
     public func createSnapshot(volumeID: String, request: SnapshotCreateRequest) async throws(SimError) -> Snapshot {
+        let started = ContinuousClock.now
+        defer { snapshotDurations.append(ContinuousClock.now - started) }
         guard let stored = volumes[volumeID] else { throw .notFound() }
         guard !request.name.isEmpty else { throw SimError(status: 400, id: "bad_request", message: "name is required") }
         let siblings = snapshots.values.filter { $0.snapshot.resourceID == volumeID }
@@ -374,6 +383,7 @@ public actor SimulatorWorld {
             logger.error("Cannot copy the volume for a snapshot", metadata: ["error": "\(error)"])
             throw SimError(status: 500, id: "server_error", message: "Server was unable to give you a response.")
         }
+        if options.snapshotLatency > .zero { try? await Task.sleep(for: options.snapshotLatency) }
         return snapshot
     }
 
