@@ -22,115 +22,115 @@ public struct VolumeDriverController: Sendable {
     public func addRoutes(to router: Router<some RequestContext>) {
         router.post("/Plugin.Activate") { _, _ in Self.encode(ActivateResponse()) }
         router.post("/VolumeDriver.Capabilities") { _, _ in Self.encode(CapabilitiesResponse()) }
-        router.post("/VolumeDriver.Create") { request, _ in
-            let decoded = await Self.decode(CreateRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Create", name: body.name) {
-                _ = try decoded.get()
-                try await driver.create(name: body.name, options: body.options ?? [:])
-                return Self.ok()
-            }
+        add(.create, to: router) { (body: CreateRequest) in
+            try await driver.create(name: body.name, options: body.options ?? [:])
+            return Self.ok()
         }
-        router.post("/VolumeDriver.Remove") { request, _ in
-            let decoded = await Self.decode(NameRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Remove", name: body.name) {
-                _ = try decoded.get()
-                try await driver.remove(name: body.name)
-                return Self.ok()
-            }
+        add(.remove, to: router) { (body: NameRequest) in
+            try await driver.remove(name: body.name)
+            return Self.ok()
         }
-        router.post("/VolumeDriver.Mount") { request, _ in
-            let decoded = await Self.decode(MountRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Mount", name: body.name, id: body.id) {
-                _ = try decoded.get()
-                let mountpoint = try await driver.mount(name: body.name, id: body.id)
-                return Self.encode(MountpointResponse(mountpoint: mountpoint))
-            }
+        add(.mount, to: router) { (body: MountRequest) in
+            Self.answer(LookupAnswers.mountpoint(try await driver.mount(name: body.name, id: body.id)))
         }
-        router.post("/VolumeDriver.Unmount") { request, _ in
-            let decoded = await Self.decode(MountRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Unmount", name: body.name, id: body.id) {
-                _ = try decoded.get()
-                try await driver.unmount(name: body.name, id: body.id)
-                return Self.ok()
-            }
+        add(.unmount, to: router) { (body: MountRequest) in
+            try await driver.unmount(name: body.name, id: body.id)
+            return Self.ok()
         }
-        router.post("/VolumeDriver.Path") { request, _ in
-            let decoded = await Self.decode(NameRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Path", name: body.name, level: .debug) {
-                _ = try decoded.get()
-                return Self.encode(MountpointResponse(mountpoint: try await driver.path(name: body.name)))
-            }
+        add(.path, to: router) { (body: NameRequest) in
+            Self.answer(LookupAnswers.mountpoint(try await driver.path(name: body.name)))
         }
-        router.post("/VolumeDriver.Get") { request, _ in
-            let decoded = await Self.decode(NameRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Get", name: body.name, level: .debug) {
-                _ = try decoded.get()
-                let info = try await driver.get(name: body.name)
-                return Self.encode(GetResponse(volume: WireVolume(info)))
-            }
+        add(.get, to: router) { (body: NameRequest) in
+            Self.answer(LookupAnswers.get(try await driver.get(name: body.name)))
         }
-        router.post("/VolumeDriver.List") { _, _ in
-            await handle("List", name: "", level: .debug) {
-                let volumes = try await driver.list()
-                return Self.encode(ListResponse(volumes: volumes.map { WireVolume($0, withDetails: false) }))
-            }
+        add(.list, to: router) { (_: NoRequest) in
+            Self.answer(LookupAnswers.list(try await driver.list()))
         }
     }
 
     /// The CLI's requests (`do-storage snapshot …`, `do-storage restore …`) on the same socket. Not part of
     /// Docker's protocol; the engine never sends them.
     public func addCommandRoutes(to router: Router<some RequestContext>) {
-        router.post("/DoStorage.SnapshotCreate") { request, _ in
-            let decoded = await Self.decode(SnapshotRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("SnapshotCreate", name: body.volume) {
-                _ = try decoded.get()
-                let snapshot = try await driver.createSnapshot(volume: body.volume, name: body.name)
-                return Self.encode(SnapshotResponse(snapshot: snapshot))
+        add(.snapshotCreate, to: router) { (body: SnapshotRequest) in
+            Self.encode(SnapshotResponse(snapshot: try await driver.createSnapshot(volume: body.volume, name: body.name)))
+        }
+        add(.snapshotList, to: router) { (body: SnapshotRequest) in
+            Self.encode(SnapshotListResponse(snapshots: try await driver.listSnapshots(volume: body.volume)))
+        }
+        add(.snapshotDelete, to: router) { (body: SnapshotRequest) in
+            try await driver.deleteSnapshot(volume: body.volume, snapshot: body.snapshot ?? "")
+            return Self.ok()
+        }
+        add(.restore, to: router) { (body: SnapshotRequest) in
+            try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
+            return Self.ok()
+        }
+    }
+
+    /// The requests the socket serves besides the fixed answers to Activate and Capabilities.
+    enum Method: String, Sendable {
+        case create = "VolumeDriver.Create", remove = "VolumeDriver.Remove", mount = "VolumeDriver.Mount"
+        case unmount = "VolumeDriver.Unmount", path = "VolumeDriver.Path", get = "VolumeDriver.Get"
+        case list = "VolumeDriver.List"
+        case snapshotCreate = "DoStorage.SnapshotCreate", snapshotList = "DoStorage.SnapshotList"
+        case snapshotDelete = "DoStorage.SnapshotDelete", restore = "DoStorage.Restore"
+
+        /// `Mount`, `SnapshotCreate`: the name in the logs.
+        var name: Substring { rawValue[rawValue.index(after: rawValue.firstIndex(of: ".")!)...] }
+
+        /// Lookups the engine sends all the time log at debug; changes at info.
+        var level: Logger.Level {
+            switch self {
+            case .path, .get, .list, .snapshotList: .debug
+            default: .info
             }
         }
-        router.post("/DoStorage.SnapshotList") { request, _ in
-            let decoded = await Self.decode(SnapshotRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("SnapshotList", name: body.volume, level: .debug) {
-                _ = try decoded.get()
-                return Self.encode(SnapshotListResponse(snapshots: try await driver.listSnapshots(volume: body.volume)))
-            }
-        }
-        router.post("/DoStorage.SnapshotDelete") { request, _ in
-            let decoded = await Self.decode(SnapshotRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("SnapshotDelete", name: body.volume) {
-                _ = try decoded.get()
-                try await driver.deleteSnapshot(volume: body.volume, snapshot: body.snapshot ?? "")
-                return Self.ok()
-            }
-        }
-        router.post("/DoStorage.Restore") { request, _ in
-            let decoded = await Self.decode(SnapshotRequest.self, request)
-            let body = (try? decoded.get()) ?? .empty
-            return await handle("Restore", name: body.volume) {
-                _ = try decoded.get()
-                try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
-                return Self.ok()
+
+        /// The engine asks Get of every driver for a name it does not know yet: "no such volume" is routine there.
+        var notFoundIsRoutine: Bool { self == .get }
+    }
+
+    /// One route: the body decoded (`decode`), `call` with it, the answer it makes; a failure, the malformed body's
+    /// included, answered `{"Err": ...}` with HTTP 500 (`handle`). Every request is logged with its outcome.
+    func add<Body: DriverRequest>(
+        _ method: Method, to router: Router<some RequestContext>,
+        _ call: @escaping @Sendable (Body) async throws -> Response
+    ) {
+        router.post(RouterPath("/" + method.rawValue)) { request, _ in
+            let decoded = await Self.decode(Body.self, request)
+            let body = (try? decoded.get()) ?? Body.empty
+            return await handle(method, name: body.volumeName, id: body.mountID) {
+                try await call(try decoded.get())
             }
         }
     }
 
     // MARK: Requests
 
+    /// A request body: what to log it by, and what a missing field reads as.
+    protocol DriverRequest: Decodable, Sendable {
+        /// The request with every field missing, to log a malformed one by.
+        static var empty: Self { get }
+        /// Whether the body is read at all (List's is not: the engine sends `{}` or nothing).
+        static var readsBody: Bool { get }
+        var volumeName: String { get }
+        var mountID: String? { get }
+    }
+
+    /// List: no fields.
+    struct NoRequest: DriverRequest {
+        static let empty = NoRequest()
+        static var readsBody: Bool { false }
+        var volumeName: String { "" }
+    }
+
     /// The CLI's requests: the Docker volume, and a snapshot's name (to take) or name or id (to delete, restore).
-    public struct SnapshotRequest: Codable, Sendable {
+    public struct SnapshotRequest: Codable, Sendable, DriverRequest {
         public var volume: String
         public var name: String?
         public var snapshot: String?
         static let empty = SnapshotRequest(volume: "")
+        var volumeName: String { volume }
         public init(volume: String, name: String? = nil, snapshot: String? = nil) {
             self.volume = volume
             self.name = name
@@ -167,10 +167,11 @@ public struct VolumeDriverController: Sendable {
         }
     }
 
-    struct CreateRequest: Decodable {
+    struct CreateRequest: DriverRequest {
         var name: String
         var options: [String: String]?
         static let empty = CreateRequest(name: "", options: nil)
+        var volumeName: String { name }
         enum CodingKeys: String, CodingKey {
             case name = "Name"
             case options = "Opts"
@@ -187,9 +188,10 @@ public struct VolumeDriverController: Sendable {
     }
 
     /// A missing Name reads as "" (the engine's conformance suite sends `{}` to Get and expects "no such volume").
-    struct NameRequest: Decodable {
+    struct NameRequest: DriverRequest {
         var name: String
         static let empty = NameRequest(name: "")
+        var volumeName: String { name }
         enum CodingKeys: String, CodingKey { case name = "Name" }
         init(name: String) { self.name = name }
         init(from decoder: any Decoder) throws {
@@ -198,10 +200,12 @@ public struct VolumeDriverController: Sendable {
         }
     }
 
-    struct MountRequest: Decodable {
+    struct MountRequest: DriverRequest {
         var name: String
         var id: String
         static let empty = MountRequest(name: "", id: "")
+        var volumeName: String { name }
+        var mountID: String? { id }
         enum CodingKeys: String, CodingKey {
             case name = "Name"
             case id = "ID"
@@ -219,45 +223,6 @@ public struct VolumeDriverController: Sendable {
 
     // MARK: Responses
 
-    struct WireVolume: Encodable {
-        var name: String
-        var mountpoint: String
-        var createdAt: String?
-        var status: [String: String]?
-
-        init(_ info: VolumeInfo, withDetails: Bool = true) {
-            name = info.name
-            mountpoint = info.mountpoint
-            createdAt = withDetails ? info.createdAt.map { $0.formatted(.iso8601) } : nil
-            status = withDetails ? info.status : nil
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case name = "Name"
-            case mountpoint = "Mountpoint"
-            case createdAt = "CreatedAt"
-            case status = "Status"
-        }
-    }
-
-    struct GetResponse: Encodable {
-        var volume: WireVolume
-        var err = ""
-        enum CodingKeys: String, CodingKey {
-            case volume = "Volume"
-            case err = "Err"
-        }
-    }
-
-    struct ListResponse: Encodable {
-        var volumes: [WireVolume]
-        var err = ""
-        enum CodingKeys: String, CodingKey {
-            case volumes = "Volumes"
-            case err = "Err"
-        }
-    }
-
     struct ActivateResponse: Encodable {
         var implements = ["VolumeDriver"]
         enum CodingKeys: String, CodingKey { case implements = "Implements" }
@@ -273,15 +238,6 @@ public struct VolumeDriverController: Sendable {
         enum CodingKeys: String, CodingKey { case capabilities = "Capabilities" }
     }
 
-    struct MountpointResponse: Encodable {
-        var mountpoint: String
-        var err = ""
-        enum CodingKeys: String, CodingKey {
-            case mountpoint = "Mountpoint"
-            case err = "Err"
-        }
-    }
-
     struct ErrorResponse: Encodable {
         var err: String
         enum CodingKeys: String, CodingKey { case err = "Err" }
@@ -290,26 +246,28 @@ public struct VolumeDriverController: Sendable {
     // MARK: Plumbing
 
     /// Runs one request, logs it with its outcome, and turns a failure into `{"Err": ...}`.
-    func handle(
-        _ method: String, name: String, id: String? = nil, level: Logger.Level = .info,
-        _ body: () async throws -> Response
-    ) async -> Response {
+    func handle(_ method: Method, name: String, id: String?, _ body: () async throws -> Response) async -> Response {
         let started = ContinuousClock.now
-        var metadata: Logger.Metadata = ["request.method": "\(method)"]
-        if !name.isEmpty { metadata["volume.name"] = "\(name)" }
-        if let id { metadata["mount.id"] = "\(id)" }
+        func metadata(_ outcome: String) -> Logger.Metadata {
+            var metadata: Logger.Metadata = [
+                "request.method": "\(method.name)", "outcome": "\(outcome)", "duration.ms": "\(Self.milliseconds(since: started))",
+            ]
+            if !name.isEmpty { metadata["volume.name"] = "\(name)" }
+            if let id { metadata["mount.id"] = "\(id)" }
+            return metadata
+        }
         do {
             let response = try await body()
-            metadata["outcome"] = "ok"
-            metadata["duration.ms"] = "\(Self.milliseconds(since: started))"
-            logger.log(level: level, "VolumeDriver request", metadata: metadata)
+            // The metadata is built only for a line that is written: lookups come by the thousand at debug.
+            if logger.logLevel <= method.level {
+                logger.log(level: method.level, "VolumeDriver request", metadata: metadata("ok"))
+            }
             return response
         } catch {
-            metadata["outcome"] = "error"
+            var metadata = metadata("error")
             metadata["error"] = "\(error)"
             if let volumeError = error as? VolumeError { metadata["error.code"] = "\(volumeError.code)" }
-            metadata["duration.ms"] = "\(Self.milliseconds(since: started))"
-            let quiet = (error as? VolumeError)?.code == .notFound && method == "Get"
+            let quiet = (error as? VolumeError)?.code == .notFound && method.notFoundIsRoutine
             logger.log(level: quiet ? .debug : .warning, "VolumeDriver request", metadata: metadata)
             return Self.encode(ErrorResponse(err: "\(error)"), status: .internalServerError)
         }
@@ -321,11 +279,12 @@ public struct VolumeDriverController: Sendable {
     }
 
     /// The request body, or the reason it cannot be read (answered as `Err` by `handle`).
-    static func decode<T: Decodable>(_ type: T.Type, _ request: Request) async -> Result<T, RequestError> {
+    static func decode<T: DriverRequest>(_ type: T.Type, _ request: Request) async -> Result<T, RequestError> {
+        guard T.readsBody else { return .success(T.empty) }
         do {
             let buffer = try await request.body.collect(upTo: 1 << 20)
             let bytes = Data(buffer.readableBytesView)
-            return .success(try JSONDecoder().decode(T.self, from: bytes.isEmpty ? Data("{}".utf8) : bytes))
+            return .success(try decoder.decode(T.self, from: bytes.isEmpty ? Data("{}".utf8) : bytes))
         } catch {
             return .failure(RequestError(message: "malformed VolumeDriver request: \(error)"))
         }
@@ -338,11 +297,21 @@ public struct VolumeDriverController: Sendable {
 
     static func ok() -> Response { encode(ErrorResponse(err: "")) }
 
-    static func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    /// Shared: coding keeps no state between calls.
+    static let decoder = JSONDecoder()
+    static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    static func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         let data = (try? encoder.encode(value)) ?? Data("{\"Err\":\"cannot encode the response\"}".utf8)
         return response(data, status: status)
+    }
+
+    static func answer(_ bytes: [UInt8]) -> Response {
+        Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     static func response(_ data: Data, status: HTTPResponse.Status) -> Response {
@@ -350,4 +319,9 @@ public struct VolumeDriverController: Sendable {
             status: status, headers: [.contentType: contentType],
             body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+extension VolumeDriverController.DriverRequest {
+    static var readsBody: Bool { true }
+    var mountID: String? { nil }
 }
