@@ -103,6 +103,7 @@ let package = Package(
             name: "StorageCLI",
             dependencies: [
                 "VolumePlugin", "VolumeService",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),

@@ -49,7 +49,17 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Simulated time DigitalOcean takes to answer a snapshot request, in milliseconds.")
     var snapshotLatencyMs = 200
 
+    @Option(help: "Requests per row of the load step against --plugin-binary's socket; 0 skips.")
+    var loadRequests = 0
+
+    @Option(help: .hidden)
+    var serveBare: String?
+
     func run() async throws {
+        if let serveBare {
+            try await BareServer.serve(socket: serveBare)
+            return
+        }
         var simLogger = Logger(label: "do-sim")
         simLogger.logLevel = .critical
         var logger = Logger(label: "bench")
@@ -98,6 +108,7 @@ struct Bench: AsyncParsableCommand {
             }
             if let pluginBinary {
                 if starts > 0 { try await measureProcess(pluginBinary, running: running, root: root) }
+                if loadRequests > 0 { try await measureLoad(pluginBinary, running: running, world: world, root: root) }
                 if soak > 0 {
                     guard real else { throw ValidationError("--soak needs --devices loop: the plugin mounts for real") }
                     try await measureSoak(pluginBinary, root: root, logger: simLogger)
@@ -319,14 +330,15 @@ struct Bench: AsyncParsableCommand {
     /// Starts the plugin binary against the simulator as droplet 1 and waits until its socket accepts. Returns the
     /// process (the caller stops it) and the time from exec to an accepting socket.
     func startPlugin(
-        _ binary: String, running: RunningSimulator, socket: String, state: String, mountRoot: String, deviceDirectory: String
+        _ binary: String, running: RunningSimulator, socket: String, state: String, mountRoot: String, deviceDirectory: String,
+        logLevel: String = "error"
     ) async throws -> (Process, Duration) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.environment = [
             "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL, "DO_METADATA_URL": running.metadataURL(droplet: 1),
             "SOCKET_PATH": socket, "STATE_DIR": state, "MOUNT_ROOT": mountRoot, "DEVICE_DIR": deviceDirectory,
-            "LOG_LEVEL": "error",
+            "LOG_LEVEL": logLevel,
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
