@@ -37,11 +37,11 @@ public struct MetadataClient: Sendable {
     public func identity() async throws -> DropletIdentity {
         let idText = try await fetch("id")
         guard let id = Int(idText) else {
-            throw MetadataError(message: "the metadata service at \(baseURL)/id answered \"\(idText.prefix(40))\", not a droplet id")
+            throw MetadataError(.invalidAnswer, "the metadata service at \(baseURL)/id answered \"\(idText.prefix(40))\", not a droplet id")
         }
         let region = try await fetch("region")
         guard !region.isEmpty else {
-            throw MetadataError(message: "the metadata service at \(baseURL)/region answered an empty region")
+            throw MetadataError(.invalidAnswer, "the metadata service at \(baseURL)/region answered an empty region")
         }
         return DropletIdentity(id: id, region: region)
     }
@@ -62,12 +62,27 @@ public struct MetadataClient: Sendable {
             if attempt < attempts { try await time.sleep(.milliseconds(500)) }
         }
         throw MetadataError(
-            message: "cannot read the droplet's \(item) from the metadata service at \(url) (\(last)); "
+            .unreachable, "cannot read the droplet's \(item) from the metadata service at \(url) (\(last)); "
                 + "run the plugin on a DigitalOcean droplet, or set DROPLET_ID and DROPLET_REGION")
     }
 }
 
+/// The droplet's identity could not be read from the metadata service.
 public struct MetadataError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable, Equatable {
+        /// No answer, or not HTTP 200, after every attempt: not on a droplet, or the service is down.
+        case unreachable
+        /// An answer that is not a droplet id or a region.
+        case invalidAnswer
+    }
+
+    public var code: Code
     public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
     public var description: String { message }
 }

@@ -33,7 +33,7 @@ public struct LinuxFilesystem: HostFilesystem {
         try await NIOThreadPool.singleton.runIfActive {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             guard Glibc.mount(device, path, type, flags, data.isEmpty ? nil : data) == 0 else {
-                throw DeviceError(message: "mount(2) failed: \(String(cString: strerror(errno)))")
+                throw DeviceError(.mount, "mount(2) failed: \(String(cString: strerror(errno)))")
             }
         }
         logger.debug(
@@ -80,7 +80,7 @@ public struct LinuxFilesystem: HostFilesystem {
                 let code = errno
                 if code == EINVAL && layers > 0 { break }  // No mount left at the path.
                 let hint = code == EBUSY ? " (something still uses it: a process outside Docker, or a bind mount)" : ""
-                throw DeviceError(message: "umount(2) failed: \(String(cString: strerror(code)))\(hint)")
+                throw DeviceError(.mount, "umount(2) failed: \(String(cString: strerror(code)))\(hint)")
             }
             rmdir(path)
             return layers
@@ -108,11 +108,11 @@ extension LinuxFilesystem {
         try await NIOThreadPool.singleton.runIfActive {
             let fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard fd >= 0 else {
-                throw DeviceError(message: "cannot open \(mountpoint): \(String(cString: strerror(errno)))")
+                throw DeviceError(.freeze, "cannot open \(mountpoint): \(String(cString: strerror(errno)))")
             }
             defer { close(fd) }
             guard ioctl(fd, request, 0) == 0 else {
-                throw DeviceError(message: "\(name) on \(mountpoint) failed: \(String(cString: strerror(errno)))")
+                throw DeviceError(.freeze, "\(name) on \(mountpoint) failed: \(String(cString: strerror(errno)))")
             }
         }
     }
@@ -131,7 +131,7 @@ extension LinuxFilesystem {
             let span = Int(min(UInt64(Self.zeroedEnds), size))
             for (offset, end) in [(UInt64(0), "first"), (size - UInt64(span), "last")] {
                 let bytes = try file.read(span, at: offset)
-                guard bytes.count == span else { throw DeviceError(message: "cannot read \(device) to its end") }
+                guard bytes.count == span else { throw DeviceError(.io, "cannot read \(device) to its end") }
                 if bytes.contains(where: { $0 != 0 }) {
                     return BlankCheck(sizeBytes: size, found: "data in its \(end) MiB")
                 }
@@ -176,7 +176,7 @@ extension LinuxFilesystem {
         case (.xfs, let mountpoint?):
             try await Programs.run("xfs_growfs", ["-d", mountpoint])
         case (.xfs, nil):
-            throw DeviceError(message: "xfs grows only while mounted")
+            throw DeviceError(.unsupported, "xfs grows only while mounted")
         }
         logger.notice("Grew the filesystem", metadata: ["device.path": "\(device)", "fs.type": "\(type.rawValue)"])
     }
@@ -189,7 +189,7 @@ final class DeviceFile {
 
     init(_ path: String) throws {
         fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw DeviceError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw DeviceError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
         self.path = path
     }
 
@@ -198,7 +198,7 @@ final class DeviceFile {
     /// The size in bytes.
     func size() throws -> UInt64 {
         let end = lseek(fd, 0, SEEK_END)
-        guard end >= 0 else { throw DeviceError(message: "cannot size \(path): \(String(cString: strerror(errno)))") }
+        guard end >= 0 else { throw DeviceError(.io, "cannot size \(path): \(String(cString: strerror(errno)))") }
         return UInt64(end)
     }
 
@@ -206,7 +206,7 @@ final class DeviceFile {
     func read(_ count: Int, at offset: UInt64) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: count)
         let read = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
-        guard read >= 0 else { throw DeviceError(message: "cannot read \(path): \(String(cString: strerror(errno)))") }
+        guard read >= 0 else { throw DeviceError(.io, "cannot read \(path): \(String(cString: strerror(errno)))") }
         return Array(buffer.prefix(read))
     }
 }
@@ -246,7 +246,7 @@ final class BlockProbe {
 
     init(device: String) throws {
         guard let probe = blkid_new_probe_from_filename(device) else {
-            throw DeviceError(message: "cannot open \(device) to probe it: \(String(cString: strerror(errno)))")
+            throw DeviceError(.probe, "cannot open \(device) to probe it: \(String(cString: strerror(errno)))")
         }
         self.probe = probe
         self.device = device
@@ -266,7 +266,7 @@ final class BlockProbe {
         case 0: return value("TYPE") ?? value("PTTYPE").map { "a \($0) partition table" } ?? "a signature"
         case 1: return nil
         case -2: return "more than one signature"
-        default: throw DeviceError(message: "probing \(device) failed: \(String(cString: strerror(errno)))")
+        default: throw DeviceError(.probe, "probing \(device) failed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -278,7 +278,7 @@ final class BlockProbe {
             if let type = value("TYPE") { return type }
             if let table = value("PTTYPE") {
                 throw DeviceError(
-                    message: "\(device) holds a \(table) partition table, not a filesystem; this driver mounts "
+                    .probe, "\(device) holds a \(table) partition table, not a filesystem; this driver mounts "
                         + "whole-device ext4 or xfs volumes")
             }
             return nil
@@ -286,10 +286,10 @@ final class BlockProbe {
             return nil
         case -2:
             throw DeviceError(
-                message: "\(device) carries more than one filesystem signature; it is not mounted, so nothing is "
+                .probe, "\(device) carries more than one filesystem signature; it is not mounted, so nothing is "
                     + "damaged: inspect it with wipefs \(device) from the droplet")
         default:
-            throw DeviceError(message: "probing \(device) failed: \(String(cString: strerror(errno)))")
+            throw DeviceError(.probe, "probing \(device) failed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -305,7 +305,7 @@ final class BlockProbe {
 public enum ProcFile {
     public static func read(_ path: String) throws -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw DeviceError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw DeviceError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -313,7 +313,7 @@ public enum ProcFile {
             let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw DeviceError(message: "cannot read \(path): \(String(cString: strerror(errno)))")
+                throw DeviceError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
             }
             if count == 0 { break }
             bytes.append(contentsOf: chunk[0..<count])

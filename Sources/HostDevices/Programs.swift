@@ -24,11 +24,11 @@ enum Programs {
             output = (result.standardError + " " + result.standardOutput)
                 .split(whereSeparator: \.isWhitespace).joined(separator: " ")
         } catch {
-            throw DeviceError(message: "cannot run \(tool): \(error)")
+            throw DeviceError(.program, "cannot run \(tool): \(error)")
         }
         guard accept.contains(code) else {
             throw DeviceError(
-                message: "\(tool) \(arguments.joined(separator: " ")) failed (exit \(code)): \(String(output.suffix(600)))")
+                .program, "\(tool) \(arguments.joined(separator: " ")) failed (exit \(code)): \(String(output.suffix(600)))")
         }
         return code
     }

@@ -23,7 +23,7 @@ public final class UdevMonitor: Sendable {
         let monitor = try MonitorHandle()
         self.monitor = monitor
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw DeviceError(message: "cannot create a pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fds) == 0 else { throw DeviceError(.udev, "cannot create a pipe: \(String(cString: strerror(errno)))") }
         wakeRead = fds[0]
         wakeWrite = fds[1]
         if !UdevMonitor.udevLooksActive() {
@@ -115,16 +115,16 @@ final class MonitorHandle: @unchecked Sendable {
     let fileDescriptor: Int32
 
     init() throws {
-        guard let udev = udev_new() else { throw DeviceError(message: "libudev: udev_new failed") }
+        guard let udev = udev_new() else { throw DeviceError(.udev, "libudev: udev_new failed") }
         guard let monitor = udev_monitor_new_from_netlink(udev, "udev") else {
             udev_unref(udev)
-            throw DeviceError(message: "libudev: cannot open the udev netlink monitor (is the plugin on the host network?)")
+            throw DeviceError(.udev, "libudev: cannot open the udev netlink monitor (is the plugin on the host network?)")
         }
         udev_monitor_filter_add_match_subsystem_devtype(monitor, "block", nil)
         guard udev_monitor_enable_receiving(monitor) >= 0 else {
             udev_monitor_unref(monitor)
             udev_unref(udev)
-            throw DeviceError(message: "libudev: cannot listen for device events")
+            throw DeviceError(.udev, "libudev: cannot listen for device events")
         }
         self.udev = udev
         self.monitor = monitor
@@ -146,8 +146,33 @@ final class MonitorHandle: @unchecked Sendable {
     }
 }
 
+/// A host device operation that failed: which kind, and the system's words.
 public struct DeviceError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable, Equatable {
+        /// libudev could not be set up (monitor, netlink socket, wake-up pipe).
+        case udev
+        /// mount(2) or umount2(2) failed.
+        case mount
+        /// FIFREEZE or FITHAW failed.
+        case freeze
+        /// A device or file could not be opened, sized or read.
+        case io
+        /// libblkid could not probe the device, or found what the plugin must not touch.
+        case probe
+        /// A filesystem tool could not run, or failed.
+        case program
+        /// The operation does not apply (xfs grows only while mounted).
+        case unsupported
+    }
+
+    public var code: Code
     public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
     public var description: String { message }
 }
 

@@ -65,7 +65,7 @@ public struct PluginSettings: Sendable, Equatable {
         metadataURL = try Self.url(reader.string(forKey: "do.metadata.url"), "DO_METADATA_URL") ?? metadataURL
         if let text = Self.nonEmpty(reader.string(forKey: "droplet.id")) {
             guard let id = Int(text), id > 0 else {
-                throw SettingsError("DROPLET_ID must be a droplet's numeric id, not \"\(text)\"")
+                throw SettingsError("DROPLET_ID", "DROPLET_ID must be a droplet's numeric id, not \"\(text)\"")
             }
             dropletID = id
         }
@@ -81,13 +81,13 @@ public struct PluginSettings: Sendable, Equatable {
             handoffTimeout = try Self.duration(text, "HANDOFF_TIMEOUT")
             if handoffTimeout > Self.maxHandoffTimeout {
                 throw SettingsError(
-                    "HANDOFF_TIMEOUT=\(text) is too long: Docker gives a mount 2 minutes in all, so the hand-off may "
+                    "HANDOFF_TIMEOUT", "HANDOFF_TIMEOUT=\(text) is too long: Docker gives a mount 2 minutes in all, so the hand-off may "
                         + "take at most \(Int(Self.maxHandoffTimeout.seconds))s")
             }
         }
         if let text = Self.nonEmpty(reader.string(forKey: "takeover")) {
             guard let value = Takeover(rawValue: text.lowercased()) else {
-                throw SettingsError("TAKEOVER must be never, lease or always, not \"\(text)\"")
+                throw SettingsError("TAKEOVER", "TAKEOVER must be never, lease or always, not \"\(text)\"")
             }
             takeover = value
         }
@@ -95,7 +95,7 @@ public struct PluginSettings: Sendable, Equatable {
             leaseRenew = try Self.duration(text, "LEASE_RENEW")
             guard leaseRenew >= Self.minLeaseRenew else {
                 throw SettingsError(
-                    "LEASE_RENEW=\(text) is too short: each renewal costs 3 DigitalOcean calls; use at least "
+                    "LEASE_RENEW", "LEASE_RENEW=\(text) is too short: each renewal costs 3 DigitalOcean calls; use at least "
                         + "\(Int(Self.minLeaseRenew.seconds))s (default 5m)")
             }
         }
@@ -105,14 +105,14 @@ public struct PluginSettings: Sendable, Equatable {
         let shortest = leaseRenew * 2 + Self.clockSkewAllowance
         guard leaseTTL >= shortest else {
             throw SettingsError(
-                "LEASE_TTL (\(Int(leaseTTL.seconds))s) must be at least twice LEASE_RENEW (\(Int(leaseRenew.seconds))s) "
+                "LEASE_TTL", "LEASE_TTL (\(Int(leaseTTL.seconds))s) must be at least twice LEASE_RENEW (\(Int(leaseRenew.seconds))s) "
                     + "plus 30s, i.e. \(Int(shortest.seconds))s, so that a live droplet that misses one renewal, or "
                     + "whose clock is 30s off, is never taken over")
         }
         if let text = Self.nonEmpty(reader.string(forKey: "snapshot.min.interval")) {
             snapshotMinInterval = try Self.duration(text, "SNAPSHOT_MIN_INTERVAL")
             guard snapshotMinInterval >= .seconds(10) else {
-                throw SettingsError("SNAPSHOT_MIN_INTERVAL=\(text) is too short: use at least 10s (default 15m)")
+                throw SettingsError("SNAPSHOT_MIN_INTERVAL", "SNAPSHOT_MIN_INTERVAL=\(text) is too short: use at least 10s (default 15m)")
             }
         }
         if let text = Self.nonEmpty(reader.string(forKey: "auto.create")) {
@@ -120,13 +120,13 @@ public struct PluginSettings: Sendable, Equatable {
         }
         if let text = Self.nonEmpty(reader.string(forKey: "default.size")) {
             guard let size = CreateOptions.gibibytes(text), CreateOptions.sizeRange.contains(size) else {
-                throw SettingsError("DEFAULT_SIZE must be a size from 1GiB to 16TiB such as 10GiB or 1TiB, not \"\(text)\"")
+                throw SettingsError("DEFAULT_SIZE", "DEFAULT_SIZE must be a size from 1GiB to 16TiB such as 10GiB or 1TiB, not \"\(text)\"")
             }
             volumeDefaults.sizeGiB = size
         }
         if let text = Self.nonEmpty(reader.string(forKey: "default.fstype")) {
             guard let type = FilesystemType(rawValue: text.lowercased()) else {
-                throw SettingsError("DEFAULT_FSTYPE must be ext4 or xfs, not \"\(text)\"")
+                throw SettingsError("DEFAULT_FSTYPE", "DEFAULT_FSTYPE must be ext4 or xfs, not \"\(text)\"")
             }
             volumeDefaults.fstype = type
         }
@@ -134,19 +134,19 @@ public struct PluginSettings: Sendable, Equatable {
             do {
                 volumeDefaults.mountOptions = try MountOption.parseList(text, option: "DEFAULT_MOUNTOPTS", fstype: nil)
             } catch {
-                throw SettingsError(error.message)
+                throw SettingsError("DEFAULT_MOUNTOPTS", error.message)
             }
         }
         if let text = Self.nonEmpty(reader.string(forKey: "remove.policy")) {
             guard let policy = RemovePolicy(rawValue: text.lowercased()) else {
-                throw SettingsError("REMOVE_POLICY must be retain or delete, not \"\(text)\"")
+                throw SettingsError("REMOVE_POLICY", "REMOVE_POLICY must be retain or delete, not \"\(text)\"")
             }
             volumeDefaults.removePolicy = policy
         }
         if let text = Self.nonEmpty(reader.string(forKey: "log.level")) {
             guard let level = Logger.Level(rawValue: text.lowercased()) else {
                 throw SettingsError(
-                    "LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical, not \"\(text)\"")
+                    "LOG_LEVEL", "LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical, not \"\(text)\"")
             }
             logLevel = level
         }
@@ -170,14 +170,14 @@ public struct PluginSettings: Sendable, Equatable {
     static func url(_ text: String?, _ name: String) throws -> String? {
         guard let text = nonEmpty(text) else { return nil }
         guard text.hasPrefix("http://") || text.hasPrefix("https://"), text.count > 8 else {
-            throw SettingsError("\(name) must be an http:// or https:// URL, not \"\(text)\"")
+            throw SettingsError(name, "\(name) must be an http:// or https:// URL, not \"\(text)\"")
         }
         return text.hasSuffix("/") ? String(text.dropLast()) : text
     }
 
     static func path(_ text: String?, _ name: String) throws -> String? {
         guard let text = nonEmpty(text) else { return nil }
-        guard text.hasPrefix("/") else { throw SettingsError("\(name) must be an absolute path, not \"\(text)\"") }
+        guard text.hasPrefix("/") else { throw SettingsError(name, "\(name) must be an absolute path, not \"\(text)\"") }
         return text.count > 1 && text.hasSuffix("/") ? String(text.dropLast()) : text
     }
 
@@ -185,21 +185,29 @@ public struct PluginSettings: Sendable, Equatable {
         switch text.lowercased() {
         case "true", "1", "yes", "on": return true
         case "false", "0", "no", "off": return false
-        default: throw SettingsError("\(name) must be true or false, not \"\(text)\"")
+        default: throw SettingsError(name, "\(name) must be true or false, not \"\(text)\"")
         }
     }
 
     /// `30` (seconds), `30s`, `500ms`, `2m`, `1h` (see `Duration(parsing:)`).
     public static func duration(_ text: String, _ name: String) throws -> Duration {
         guard let duration = Duration(parsing: text) else {
-            throw SettingsError("\(name) must be a duration such as 30, 30s, 500ms or 2m, not \"\(text)\"")
+            throw SettingsError(name, "\(name) must be a duration such as 30, 30s, 500ms or 2m, not \"\(text)\"")
         }
         return duration
     }
 }
 
+/// A setting with a value the plugin cannot use: which one, and what it must be.
 public struct SettingsError: Error, CustomStringConvertible, Sendable {
+    /// The environment variable, e.g. `LEASE_TTL`.
+    public var setting: String
     public var message: String
-    init(_ message: String) { self.message = message }
+
+    public init(_ setting: String, _ message: String) {
+        self.setting = setting
+        self.message = message
+    }
+
     public var description: String { message }
 }

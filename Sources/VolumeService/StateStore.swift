@@ -131,7 +131,7 @@ public struct StateStore: Sendable {
             decoder.dateDecodingStrategy = .iso8601
             return try decoder.decode(PersistedState.self, from: data)
         } catch {
-            throw StateError(message: "the state file \(path) is damaged (\(error)); move it aside to start afresh")
+            throw StateError(.damaged, "the state file \(path) is damaged (\(error)); move it aside to start afresh")
         }
     }
 
@@ -180,7 +180,7 @@ public struct StateStore: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StateError(message: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw StateError(.write, "cannot write \(temporary): \(String(cString: strerror(errno)))") }
         var failure: String?
         data.withUnsafeBytes { buffer in
             var offset = 0
@@ -196,9 +196,9 @@ public struct StateStore: Sendable {
         }
         if failure == nil, fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
         close(fd)
-        if let failure { throw StateError(message: "cannot write \(temporary): \(failure)") }
+        if let failure { throw StateError(.write, "cannot write \(temporary): \(failure)") }
         guard rename(temporary, path) == 0 else {
-            throw StateError(message: "cannot replace \(path): \(String(cString: strerror(errno)))")
+            throw StateError(.write, "cannot replace \(path): \(String(cString: strerror(errno)))")
         }
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 {
@@ -208,7 +208,22 @@ public struct StateStore: Sendable {
     }
 }
 
+/// The plugin's state file could not be read or written.
 public struct StateError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable, Equatable {
+        /// state.json is not what the plugin writes: it is left alone, and the plugin does not start.
+        case damaged
+        /// The new state could not be written or put in place; the previous file is intact.
+        case write
+    }
+
+    public var code: Code
     public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
     public var description: String { message }
 }

@@ -337,7 +337,7 @@ import Testing
             let missing = MetadataClient(
                 baseURL: lab.running.metadataURL(droplet: 9999), transport: CurlTransport(), time: time)
             let error = await #expect(throws: MetadataError.self) { try await missing.identity() }
-            #expect(error?.message.contains("DROPLET_ID") == true)
+            #expect(error?.code == .unreachable && error?.message.contains("DROPLET_ID") == true)
         }
     }
 }

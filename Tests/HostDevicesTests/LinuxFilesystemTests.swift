@@ -82,7 +82,7 @@ struct LinuxFilesystemTests {
         try await filesystem.unmount(path: path)
         #expect(try await filesystem.mounts(under: root).isEmpty)
         let error = await #expect(throws: DeviceError.self) { try await filesystem.unmount(path: path) }
-        #expect(error?.message.contains("umount(2) failed") == true)
+        #expect(error?.code == .mount && error?.message.contains("umount(2) failed") == true)
     }
 
     /// A sparse image file of `megabytes`, formatted with `mkfs` arguments when given; with `keep`, an existing
@@ -134,15 +134,15 @@ struct LinuxFilesystemTests {
         let table = await #expect(throws: DeviceError.self) {
             try await filesystem.filesystemType(device: root + "/partitioned.img")
         }
-        #expect(table?.message.contains("holds a dos partition table") == true, "\(String(describing: table))")
+        #expect(table?.code == .probe && table?.message.contains("holds a dos partition table") == true, "\(String(describing: table))")
         let both = await #expect(throws: DeviceError.self) {
             try await filesystem.filesystemType(device: root + "/both.img")
         }
-        #expect(both?.message.contains("more than one filesystem signature") == true, "\(String(describing: both))")
+        #expect(both?.code == .probe && both?.message.contains("more than one filesystem signature") == true, "\(String(describing: both))")
         let missing = await #expect(throws: DeviceError.self) {
             try await filesystem.filesystemType(device: root + "/missing.img")
         }
-        #expect(missing?.message.contains("cannot open") == true, "\(String(describing: missing))")
+        #expect(missing?.code == .probe && missing?.message.contains("cannot open") == true, "\(String(describing: missing))")
     }
 
     /// `losetup` with arguments; its output.

@@ -105,7 +105,7 @@ import VolumeService
     ])
     func badValuesNameTheVariable(name: String, value: String) {
         let error = #expect(throws: SettingsError.self) { try PluginSettings.fromEnvironment([name: value]) }
-        #expect(error?.message.hasPrefix(name) == true)
+        #expect(error?.setting == name && error?.message.hasPrefix(name) == true)
     }
 
     @Test func missingTokenMakesEveryCallExplainHowToSetIt() async throws {
