@@ -77,7 +77,7 @@ struct Bench: AsyncParsableCommand {
         let world = SimulatorWorld(
             options: SimulatorOptions(
                 token: "bench-token", actionLatency: .milliseconds(latencyMs), snapshotLatency: .milliseconds(snapshotLatencyMs),
-                wallClock: { clock.now() }),
+                wallClock: { clock.now }),
             devices: backend, logger: simLogger)
         try await world.addDroplet(id: 1, deviceDirectory: root + "/by-id")
         let server = SimulatorServer(world: world, logger: simLogger)
@@ -94,7 +94,7 @@ struct Bench: AsyncParsableCommand {
             filesystem = FakeFilesystem()
         }
         let freezes = FreezeStopwatch(filesystem)
-        let time = TimeSource(now: { ContinuousClock.now }, sleep: { try await Task.sleep(for: $0) }, wallClock: { clock.now() })
+        let time = clock.timeSource
         let service = try VolumeService(
             configuration: ServiceConfiguration(dropletID: 1, region: "nyc1", deviceDirectory: root + "/by-id", mountRoot: root + "/mnt"),
             api: client, devices: watcher, filesystem: freezes, store: StateStore(directory: root + "/state"),

@@ -2,6 +2,7 @@ import ArgumentParser
 import DOSimulator
 import Foundation
 import Synchronization
+import TestSupport
 import VolumeService
 
 /// The host filesystem with a stopwatch on FIFREEZE…FITHAW: how long writers on the volume were blocked.
@@ -44,15 +45,6 @@ final class FreezeStopwatch: HostFilesystem {
     }
 }
 
-/// A wall clock the bench moves forward, shared by the plugin and the simulator, so scheduled snapshots fall due
-/// without waiting for them.
-final class MovableWallClock: Sendable {
-    private let offset = Mutex<TimeInterval>(0)
-
-    func now() -> Date { Date().addingTimeInterval(offset.withLock { $0 }) }
-    func advance(_ seconds: TimeInterval) { offset.withLock { $0 += seconds } }
-}
-
 extension Bench {
     /// Snapshots of a mounted volume: the freeze window beyond the simulator's own time for the snapshot request,
     /// then DigitalOcean calls per scheduled snapshot once retention deletes one each time.
@@ -77,7 +69,7 @@ extension Bench {
         var calls: [Int] = []
         var frozen = 0
         for _ in 0..<max(snapshots, keep + 2) {
-            clock.advance(3600)
+            clock.move(by: .seconds(3600))
             server.clearRecorded()
             let before = freezes.windows.count
             await service.snapshotSchedulesOnce()

@@ -32,20 +32,28 @@ import VolumeService
         }
     }
 
-    static let everyMethod: [(String, String?)] = [
-        ("Plugin.Activate", nil), ("VolumeDriver.Capabilities", nil), ("VolumeDriver.List", "{}"),
-        ("VolumeDriver.Get", #"{"Name":"data"}"#), ("VolumeDriver.Get", #"{"Name":"nope"}"#),
-        ("VolumeDriver.Path", #"{"Name":"data"}"#), ("VolumeDriver.Create", #"{"Name":"data","Opts":null}"#),
-        ("VolumeDriver.Remove", #"{"Name":"nope"}"#), ("VolumeDriver.Unmount", #"{"Name":"data","ID":"x"}"#),
-        ("VolumeDriver.Get", nil), ("VolumeDriver.List", nil),
+    /// Each request after `docker volume create data`, and the keys its answer has: `Err` empty on success, set on
+    /// failure (status 500). Removing a volume the plugin does not know succeeds, as Docker expects.
+    static let everyMethod: [(method: String, body: String?, keys: Set<String>, fails: Bool)] = [
+        ("Plugin.Activate", nil, ["Implements"], false), ("VolumeDriver.Capabilities", nil, ["Capabilities"], false),
+        ("VolumeDriver.List", "{}", ["Volumes", "Err"], false), ("VolumeDriver.Get", #"{"Name":"data"}"#, ["Volume", "Err"], false),
+        ("VolumeDriver.Get", #"{"Name":"nope"}"#, ["Err"], true), ("VolumeDriver.Path", #"{"Name":"data"}"#, ["Mountpoint", "Err"], false),
+        ("VolumeDriver.Create", #"{"Name":"data","Opts":null}"#, ["Err"], false), ("VolumeDriver.Remove", #"{"Name":"nope"}"#, ["Err"], false),
+        ("VolumeDriver.Unmount", #"{"Name":"data","ID":"x"}"#, ["Err"], false), ("VolumeDriver.Get", nil, ["Err"], true),
+        ("VolumeDriver.List", nil, ["Volumes", "Err"], false),
     ]
 
-    @Test("every method answers a JSON object, even to an empty body", arguments: everyMethod.indices)
+    @Test("every method answers its JSON object, even to an empty body", arguments: everyMethod.indices)
     func alwaysJSON(index: Int) async throws {
-        let (method, body) = Self.everyMethod[index]
+        let expected = Self.everyMethod[index]
         try await withPlugin { client, _, _ in
-            let (_, object) = try await call(client, method, body)
-            #expect(!object.isEmpty)
+            _ = try await call(client, "VolumeDriver.Create", #"{"Name":"data"}"#)
+            let (status, object) = try await call(client, expected.method, expected.body)
+            #expect(Set(object.keys) == expected.keys, "\(expected.method): \(object)")
+            #expect(status == (expected.fails ? 500 : 200), "\(expected.method): \(object)")
+            if expected.keys.contains("Err") {
+                #expect((object["Err"] as? String)?.isEmpty == !expected.fails, "\(expected.method): \(object)")
+            }
         }
     }
 
