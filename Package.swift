@@ -38,9 +38,13 @@ let package = Package(
             providers: [.apt(["libblkid-dev"])]),
 
         // DigitalOcean API: models, errors, the client over an HTTP-transport seam, the metadata client.
+        // The time and its waits (real or virtual), deadlines, and durations read from text: for the clients and
+        // the orchestration alike.
+        .target(name: "Timekeeping", swiftSettings: swiftSettings),
         .target(
             name: "DigitalOcean",
             dependencies: [
+                "Timekeeping",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -48,7 +52,7 @@ let package = Package(
         // The libcurl implementation of the HTTP-transport seam.
         .target(
             name: "CurlTransport",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "CCurl", "DigitalOcean",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -67,7 +71,7 @@ let package = Package(
         // The orchestration: mount/unmount/create/remove, persisted state, the seam protocols.
         .target(
             name: "VolumeService",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -77,7 +81,7 @@ let package = Package(
         // Docker's VolumeDriver wire format and routes.
         .target(
             name: "VolumePlugin",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "VolumeService",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -86,7 +90,7 @@ let package = Package(
         // Configuration and assembly of the concrete parts (kept out of main so tests inject configuration).
         .target(
             name: "PluginApp",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "VolumePlugin", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -111,7 +115,7 @@ let package = Package(
         // The DigitalOcean simulator (tests, demo, benchmarks).
         .target(
             name: "DOSimulator",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "DigitalOcean",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -123,7 +127,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "do-sim",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "DOSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -131,8 +135,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "do-storage-bench",
-            dependencies: [
-                "DOSimulator", "VolumeService", "VolumePlugin", "DigitalOcean", "CurlTransport", "HostDevices", "TestSupport",
+            dependencies: ["Timekeeping", 
+                "DOSimulator", "VolumeService", "VolumePlugin", "PluginApp", "DigitalOcean", "CurlTransport", "HostDevices", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -142,29 +146,29 @@ let package = Package(
         // Fakes and harnesses shared by the test targets.
         .target(
             name: "TestSupport",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "DOSimulator", "VolumeService", "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
 
-        .testTarget(name: "DigitalOceanTests", dependencies: ["DigitalOcean", "CurlTransport", "DOSimulator"]),
+        .testTarget(name: "DigitalOceanTests", dependencies: ["Timekeeping", "DigitalOcean", "CurlTransport", "DOSimulator"]),
         .testTarget(
             name: "VolumeServiceTests",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "VolumeService", "DigitalOcean", "DOSimulator", "TestSupport",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .testTarget(
             name: "VolumePluginTests",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "VolumePlugin", "VolumeService", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
         .testTarget(
             name: "DOSimulatorTests",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "DOSimulator", "DigitalOcean", "CurlTransport",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
@@ -174,10 +178,10 @@ let package = Package(
             dependencies: ["HostDevices", "VolumeService", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "PluginAppTests",
-            dependencies: ["PluginApp", "VolumePlugin", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Timekeeping", "PluginApp", "VolumePlugin", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: [
+            dependencies: ["Timekeeping", 
                 "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "VolumePlugin", "do-storage",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import Logging
+import Timekeeping
 
 /// The DigitalOcean API v2 calls the plugin needs, over any `HTTPTransport`.
 ///

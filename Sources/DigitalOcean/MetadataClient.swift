@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import Logging
+import Timekeeping
 
 /// This droplet's identity.
 public struct DropletIdentity: Sendable, Equatable {

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import VolumeService
+import Timekeeping
 
 /// One simulated DigitalOcean account and any number of droplets, each with its own `VolumeService`, fake
 /// filesystem and device folder; devices are plain files and their changes fire the watchers at once.

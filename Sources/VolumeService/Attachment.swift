@@ -1,5 +1,6 @@
 import DigitalOcean
 import Logging
+import Timekeeping
 
 /// Bringing a volume to this droplet and releasing it: DigitalOcean actions, the hand-off between droplets, and the
 /// device that follows an attach.

@@ -1,5 +1,6 @@
 import DigitalOcean
 import NIOConcurrencyHelpers
+import Timekeeping
 
 /// A generation counter that tasks can wait on: `fire()` bumps it and wakes every waiter.
 ///

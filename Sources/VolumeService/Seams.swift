@@ -1,6 +1,7 @@
 import DigitalOcean
 
-/// What the orchestration needs of DigitalOcean's API. `DOClient` is the production implementation.
+/// What the orchestration needs of DigitalOcean's API. `DOClient` is the production implementation; the composition
+/// root (PluginApp) declares its conformance, so the core names no concrete client.
 public protocol VolumeAPI: Sendable {
     /// Every volume with this name in this region, all pages.
     func volumes(named name: String?, region: String?) async throws -> [Volume]
@@ -38,8 +39,6 @@ public protocol VolumeAPI: Sendable {
     /// Deletes a snapshot; throws `DOError` `.notFound` when it does not exist.
     func deleteSnapshot(id: String) async throws
 }
-
-extension DOClient: VolumeAPI {}
 
 /// Watches for block devices to appear and disappear. The production implementation listens to udev.
 public protocol DeviceWatching: Sendable {

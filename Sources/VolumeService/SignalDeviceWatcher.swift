@@ -1,5 +1,6 @@
 import DigitalOcean
 import Logging
+import Timekeeping
 
 /// A `DeviceWatching` driven by an `EventSignal` that fires on every device event (udev in production).
 ///

@@ -1,6 +1,7 @@
 import DigitalOcean
 import FoundationEssentials
 import Logging
+import Timekeeping
 
 /// A volume's history on DigitalOcean: snapshots taken here (frozen when the volume is mounted here), and volumes
 /// made from them (`from_snapshot`, `clone_of`).

@@ -2,6 +2,7 @@ import DigitalOcean
 import FoundationEssentials
 import Glibc
 import Logging
+import Timekeeping
 
 /// What Docker sees of a volume.
 public struct VolumeInfo: Sendable, Equatable {

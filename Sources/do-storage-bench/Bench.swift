@@ -6,6 +6,7 @@ import Foundation
 import HostDevices
 import Logging
 import Subprocess
+import PluginApp
 import TestSupport
 import VolumePlugin
 import VolumeService

@@ -4,6 +4,7 @@ import DigitalOcean
 import Foundation
 import Logging
 import Testing
+import Timekeeping
 
 /// The DigitalOcean client over libcurl against the simulator on loopback: real HTTP, real faults, counted requests.
 @Suite(.timeLimit(.minutes(2))) struct ClientTests {

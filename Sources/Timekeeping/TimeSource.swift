@@ -1,6 +1,6 @@
 import FoundationEssentials
 import Glibc
-import NIOConcurrencyHelpers
+import Synchronization
 
 /// Where the clients and the orchestration get the time and wait, so tests can run waits in virtual time.
 public struct TimeSource: Sendable {
@@ -47,26 +47,15 @@ public struct TimeSource: Sendable {
 
 /// What a virtual `TimeSource` has been asked to wait.
 public final class VirtualClockRecord: Sendable {
-    private let state = NIOLockedValueBox<(elapsed: Duration, sleeps: [Duration])>((.zero, []))
+    private let state = Mutex<(elapsed: Duration, sleeps: [Duration])>((.zero, []))
 
-    public var elapsed: Duration { state.withLockedValue { $0.elapsed } }
-    public var sleeps: [Duration] { state.withLockedValue { $0.sleeps } }
+    public var elapsed: Duration { state.withLock { $0.elapsed } }
+    public var sleeps: [Duration] { state.withLock { $0.sleeps } }
 
     func advance(_ duration: Duration) {
-        state.withLockedValue {
+        state.withLock {
             $0.elapsed += duration
             $0.sleeps.append(duration)
         }
     }
-}
-
-extension Duration {
-    /// The duration in (fractional) seconds.
-    public var seconds: Double {
-        let (s, attos) = components
-        return Double(s) + Double(attos) / 1e18
-    }
-
-    /// The duration in (fractional) milliseconds.
-    public var milliseconds: Double { seconds * 1000 }
 }
