@@ -146,36 +146,6 @@ final class MonitorHandle: @unchecked Sendable {
     }
 }
 
-/// A host device operation that failed: which kind, and the system's words.
-public struct DeviceError: Error, CustomStringConvertible, Sendable {
-    public enum Code: Sendable, Equatable {
-        /// libudev could not be set up (monitor, netlink socket, wake-up pipe).
-        case udev
-        /// mount(2) or umount2(2) failed.
-        case mount
-        /// FIFREEZE or FITHAW failed.
-        case freeze
-        /// A device or file could not be opened, sized or read.
-        case io
-        /// libblkid could not probe the device, or found what the plugin must not touch.
-        case probe
-        /// A filesystem tool could not run, or failed.
-        case program
-        /// The operation does not apply (xfs grows only while mounted).
-        case unsupported
-    }
-
-    public var code: Code
-    public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { message }
-}
-
 /// Resolving a device link to a block device node.
 public enum BlockDevice {
     /// The block device node `path` leads to, or nil when it is missing or not a block device.
