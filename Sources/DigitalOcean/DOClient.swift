@@ -15,8 +15,15 @@ public struct DOClient: Sendable {
     private let time: TimeSource
     private let logger: Logger
 
+    /// A client of one account.
+    ///
     /// - Parameters:
-    ///   - baseURL: `https://api.digitalocean.com` in production.
+    ///   - baseURL: `https://api.digitalocean.com` in production; the simulator's URL in tests.
+    ///   - token: the personal access token, sent only in the Authorization header.
+    ///   - transport: how requests travel (`CurlTransport` in production).
+    ///   - retry: attempts, backoff and deadlines for every call.
+    ///   - time: the clock the backoff waits on (virtual in tests).
+    ///   - logger: one line per request, with its outcome and the remaining rate budget; never the token.
     public init(
         baseURL: String, token: String, transport: any HTTPTransport, retry: RetryPolicy = RetryPolicy(),
         time: TimeSource = .system, logger: Logger
@@ -32,6 +39,13 @@ public struct DOClient: Sendable {
     // MARK: Volumes
 
     /// Every volume with this name in this region (DigitalOcean allows one), following all pages.
+    ///
+    /// - Parameters:
+    ///   - name: the DigitalOcean volume name, or nil for every volume.
+    ///   - region: a region slug (`nyc1`), or nil for every region.
+    /// - Returns: the volumes, in DigitalOcean's order.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`.
     public func volumes(named name: String? = nil, region: String? = nil) async throws -> [Volume] {
         var query: [(String, String)] = []
         if let name { query.append(("name", name)) }
@@ -39,26 +53,49 @@ public struct DOClient: Sendable {
         return try await allPages(VolumeList.self, "/v2/volumes", query: query)
     }
 
-    /// One volume. Throws `DOError` with code `.notFound` when it does not exist.
+    /// One volume.
+    ///
+    /// - Parameter id: the volume's id.
+    /// - Returns: the volume, with the droplets it is attached to and its tags.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func volume(id: String) async throws -> Volume {
         let envelope: VolumeEnvelope = try await call("GET", "/v2/volumes/\(id)")
         return envelope.volume
     }
 
     /// Creates a volume (201).
+    ///
+    /// - Parameter request: name, size, region, and optionally filesystem, label, description, tags or a snapshot id.
+    /// - Returns: the new volume.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.conflict` when the name is taken in the region, `.unprocessable` when DigitalOcean refuses the request
+    ///   (a size, a snapshot in another region).
     public func createVolume(_ request: VolumeCreateRequest) async throws -> Volume {
         let envelope: VolumeEnvelope = try await call("POST", "/v2/volumes", body: request)
         return envelope.volume
     }
 
-    /// Deletes a volume (204). A volume still attached answers 409.
+    /// Deletes a volume (204).
+    ///
+    /// - Parameter id: the volume's id.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it is gone, `.conflict` while it is still attached.
     public func deleteVolume(id: String) async throws {
         let _: Empty = try await call("DELETE", "/v2/volumes/\(id)")
     }
 
     // MARK: Snapshots
 
-    /// Takes a snapshot of a volume (201). A name the volume's snapshots already use answers 409.
+    /// Takes a snapshot of a volume (201).
+    ///
+    /// - Parameters:
+    ///   - volumeID: the volume's id.
+    ///   - name: unique among the volume's snapshots.
+    ///   - tags: tags for the snapshot (the plugin marks scheduled and clone snapshots so).
+    /// - Returns: the snapshot, complete (DigitalOcean answers once it is taken).
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.conflict` when the volume has a snapshot of that name, `.unprocessable` at 25 snapshots.
     public func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
         let envelope: SnapshotEnvelope = try await call(
             "POST", "/v2/volumes/\(volumeID)/snapshots", body: SnapshotCreateRequest(name: name, tags: tags))
@@ -66,22 +103,40 @@ public struct DOClient: Sendable {
     }
 
     /// Every snapshot of one volume, following all pages.
+    ///
+    /// - Parameter volumeID: the volume's id.
+    /// - Returns: its snapshots, oldest first as DigitalOcean lists them.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`.
     public func snapshots(volumeID: String) async throws -> [Snapshot] {
         try await allPages(SnapshotList.self, "/v2/volumes/\(volumeID)/snapshots")
     }
 
     /// Every volume snapshot of the account, following all pages.
+    ///
+    /// - Returns: the snapshots of every volume, droplet snapshots left out.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`.
     public func volumeSnapshots() async throws -> [Snapshot] {
         try await allPages(SnapshotList.self, "/v2/snapshots", query: [("resource_type", "volume")])
     }
 
-    /// One snapshot; throws `.notFound` when it does not exist.
+    /// One snapshot.
+    ///
+    /// - Parameter id: the snapshot's id.
+    /// - Returns: the snapshot, with its regions and minimum disk size.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func snapshot(id: String) async throws -> Snapshot {
         let envelope: SnapshotEnvelope = try await call("GET", "/v2/snapshots/\(id)")
         return envelope.snapshot
     }
 
     /// Deletes a snapshot (204).
+    ///
+    /// - Parameter id: the snapshot's id.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it is gone.
     public func deleteSnapshot(id: String) async throws {
         let _: Empty = try await call("DELETE", "/v2/snapshots/\(id)")
     }
@@ -102,21 +157,47 @@ public struct DOClient: Sendable {
 
     // MARK: Actions
 
-    /// Starts growing a volume to `sizeGigabytes` (202).
+    /// Starts growing a volume (202); poll the action with `action(volumeID:actionID:)`.
+    ///
+    /// - Parameters:
+    ///   - volumeID: the volume's id.
+    ///   - sizeGigabytes: the new size, larger than the current one.
+    ///   - region: the volume's region slug.
+    /// - Returns: the action, in progress.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.unprocessable` for a size that is not larger, or a pending event on the volume.
     public func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
         let body = VolumeActionRequest(type: "resize", region: region, sizeGigabytes: sizeGigabytes)
         let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
         return envelope.action
     }
 
-    /// Starts attaching a volume to a droplet (202).
+    /// Starts attaching a volume to a droplet (202); poll the action with `action(volumeID:actionID:)`.
+    ///
+    /// - Parameters:
+    ///   - volumeID: the volume's id.
+    ///   - dropletID: the droplet to attach it to.
+    ///   - region: the region both are in.
+    /// - Returns: the action, in progress.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.unprocessable` when it is attached already (`isAlreadyAttached`), another action is pending
+    ///   (`isPendingEvent`), or the droplet has 15 volumes (`isDropletVolumeLimit`).
     public func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         let body = VolumeActionRequest(type: "attach", dropletID: dropletID, region: region)
         let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
         return envelope.action
     }
 
-    /// Starts detaching a volume from a droplet (202).
+    /// Starts detaching a volume from a droplet (202); poll the action with `action(volumeID:actionID:)`.
+    ///
+    /// - Parameters:
+    ///   - volumeID: the volume's id.
+    ///   - dropletID: the droplet to detach it from.
+    ///   - region: the region both are in.
+    /// - Returns: the action, in progress.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.unprocessable` or `.notFound` when it is not attached there (`isAttachmentNotFound`), or
+    ///   another action is pending (`isPendingEvent`).
     public func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         let body = VolumeActionRequest(type: "detach", dropletID: dropletID, region: region)
         let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
@@ -124,6 +205,13 @@ public struct DOClient: Sendable {
     }
 
     /// The current state of a volume action.
+    ///
+    /// - Parameters:
+    ///   - volumeID: the volume the action is on.
+    ///   - actionID: the action's id.
+    /// - Returns: the action: `in-progress`, `completed` or `errored`.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`.
     public func action(volumeID: String, actionID: Int) async throws -> Action {
         let envelope: ActionEnvelope = try await call("GET", "/v2/volumes/\(volumeID)/actions/\(actionID)")
         return envelope.action
@@ -131,6 +219,12 @@ public struct DOClient: Sendable {
 
     // MARK: Droplets
 
+    /// One droplet.
+    ///
+    /// - Parameter id: the droplet's id.
+    /// - Returns: the droplet, its tags included (the lease heartbeats live there).
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist (destroyed).
     public func droplet(id: Int) async throws -> Droplet {
         let envelope: DropletEnvelope = try await call("GET", "/v2/droplets/\(id)")
         return envelope.droplet
@@ -139,29 +233,55 @@ public struct DOClient: Sendable {
     // MARK: Tags
 
     /// Creates a tag (201); creating one that exists is not an error on DigitalOcean.
+    ///
+    /// - Parameter name: the tag, as DigitalOcean allows them (letters, digits, `:`, `-`, `_`).
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`.
     public func createTag(name: String) async throws {
         let _: Empty = try await call("POST", "/v2/tags", body: TagCreateRequest(name: name))
     }
 
-    /// Tags a droplet (204). Throws `.notFound` when the tag does not exist.
+    /// Tags a droplet (204).
+    ///
+    /// - Parameters:
+    ///   - dropletID: the droplet.
+    ///   - name: an existing tag.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when the tag does not exist.
     public func tag(dropletID: Int, with name: String) async throws {
         let body = TagResourcesRequest(resources: [.init(resourceID: String(dropletID), resourceType: "droplet")])
         let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
     }
 
-    /// Tags a volume (204). Throws `.notFound` when the tag does not exist.
+    /// Tags a volume (204).
+    ///
+    /// - Parameters:
+    ///   - id: the volume's id.
+    ///   - name: an existing tag.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when the tag does not exist.
     public func tagVolume(id: String, with name: String) async throws {
         let body = TagResourcesRequest(resources: [.init(resourceID: id, resourceType: "volume")])
         let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
     }
 
     /// Takes a tag off a volume (204).
+    ///
+    /// - Parameters:
+    ///   - id: the volume's id.
+    ///   - name: the tag.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when the tag does not exist.
     public func untagVolume(id: String, from name: String) async throws {
         let body = TagResourcesRequest(resources: [.init(resourceID: id, resourceType: "volume")])
         let _: Empty = try await call("DELETE", "/v2/tags/\(name)/resources", body: body)
     }
 
-    /// Deletes a tag, untagging everything it was on (204). Throws `.notFound` when it does not exist.
+    /// Deletes a tag, untagging everything it was on (204).
+    ///
+    /// - Parameter name: the tag.
+    /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
+    ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func deleteTag(name: String) async throws {
         let _: Empty = try await call("DELETE", "/v2/tags/\(name)")
     }

@@ -19,18 +19,72 @@ public struct VolumeInfo: Sendable, Equatable {
 /// The operations behind Docker's VolumeDriver protocol. `VolumeService` is the implementation; a plugin without an
 /// access token uses `UnconfiguredDriver`.
 public protocol VolumeDriver: Sendable {
+    /// `docker volume create`: adopts the DigitalOcean volume of that name, or makes it (with `options`).
+    ///
+    /// - Parameters:
+    ///   - name: the Docker volume name.
+    ///   - options: `-o key=value` (size, fstype, from_snapshot, clone_of, snapshot_every, …); unknown keys refused.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
+    ///   Docker sends Create again on other nodes and on retries: the same name and options succeed.
     func create(name: String, options: [String: String]) async throws
+    /// `docker volume rm`: forgets the volume, and deletes it on DigitalOcean under `onremove=delete`.
+    ///
+    /// - Parameter name: the Docker volume name; one this driver does not know succeeds (Docker expects it).
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
     func remove(name: String) async throws
+    /// A container starts with the volume: attach it here (detaching it from an idle droplet, never from a busy
+    /// one), wait for its device, mount it, and count the reference.
+    ///
+    /// - Parameters:
+    ///   - name: the Docker volume name.
+    ///   - id: the mount id Docker gives this use; Unmount names it again.
+    /// - Returns: the path the container gets.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
     func mount(name: String, id: String) async throws -> String
+    /// A container with the volume stops: drop the reference, and on the last one unmount (and detach, by default).
+    ///
+    /// - Parameters:
+    ///   - name: the Docker volume name.
+    ///   - id: the mount id its Mount had.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
     func unmount(name: String, id: String) async throws
+    /// Where the volume is mounted here; never calls DigitalOcean.
+    ///
+    /// - Parameter name: the Docker volume name.
+    /// - Returns: the mountpoint, or "" when it is not mounted here.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.notFound` for a name this driver does not know.
     func path(name: String) async throws -> String
+    /// `docker volume inspect`; never calls DigitalOcean (Status shows values as last seen).
+    ///
+    /// - Parameter name: the Docker volume name.
+    /// - Returns: the volume, with its Status keys.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.notFound` for a name this driver does not know.
     func get(name: String) async throws -> VolumeInfo
+    /// `docker volume ls`; never calls DigitalOcean.
+    ///
+    /// - Returns: every volume this driver knows, by name.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
     func list() async throws -> [VolumeInfo]
-    /// Takes a snapshot of the volume (frozen when it is mounted here); `name` nil: `<volume>-<UTC time>`.
+    /// Takes a snapshot of the volume, frozen when it is mounted here.
+    ///
+    /// - Parameters:
+    ///   - volume: the Docker volume name.
+    ///   - name: the snapshot's name; nil for `<volume>-<UTC time>`.
+    /// - Returns: the snapshot as the command line shows it.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.invalidOption` for a name the volume's snapshots already use.
     func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo
-    /// The volume's snapshots, newest first.
+    /// The volume's snapshots.
+    ///
+    /// - Parameter volume: the Docker volume name.
+    /// - Returns: its snapshots, newest first.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.notFound` for a volume DigitalOcean does not have.
     func listSnapshots(volume: String) async throws -> [SnapshotInfo]
-    /// Deletes one of the volume's snapshots, by name or id.
+    /// Deletes one of the volume's snapshots.
+    ///
+    /// - Parameters:
+    ///   - volume: the Docker volume name.
+    ///   - snapshot: the snapshot's name or id, among this volume's snapshots only.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.notFound` when the volume has no such snapshot.
     func deleteSnapshot(volume: String, snapshot: String) async throws
 }
 
