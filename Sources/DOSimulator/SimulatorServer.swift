@@ -78,6 +78,10 @@ public final class SimulatorServer: Sendable {
 
     public func clearRecorded() { exchanges.withLockedValue { $0 = [] } }
 
+    /// Forgets the requests counted against the rate limits, as if the account had been idle for an hour: a
+    /// benchmark step then measures itself, not the steps before it.
+    public func resetRateLimits() { limiter.withLockedValue { $0.recent = [] } }
+
     /// How many API requests matched `method` and a path prefix.
     public func count(method: String? = nil, pathPrefix: String = "/v2/") -> Int {
         recorded.filter { (method == nil || $0.method == method) && $0.path.hasPrefix(pathPrefix) }.count

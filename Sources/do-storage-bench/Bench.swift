@@ -103,7 +103,10 @@ struct Bench: AsyncParsableCommand {
 
         do {
             if mounts > 0 { try await measure(world: world, server: server, service: service) }
+            // Each step starts with the account's rate budget untouched, as a droplet that starts 15 containers would.
+            server.resetRateLimits()
             if atOnce > 0 { try await measureScale(world: world, server: server, service: service) }
+            server.resetRateLimits()
             if snapshots > 0 {
                 try await measureSnapshots(world: world, server: server, service: service, freezes: freezes, clock: clock)
             }
