@@ -6,6 +6,7 @@ import Foundation
 import Glibc
 import Hummingbird
 import Logging
+import Synchronization
 import VolumePlugin
 
 /// Keep-alive HTTP/1.1 over a unix socket, as the engine talks to a plugin: one blocking connection per thread.
@@ -13,18 +14,27 @@ struct SocketLoad {
     let socket: String
 
     /// Sends `requests` copies of `request` over `connections` connections at once. Returns each request's latency
-    /// and the wall time of the whole run.
-    func run(_ request: [UInt8], requests: Int, connections: Int) throws -> (latencies: [Double], seconds: Double) {
+    /// and the wall time of the whole run. The connections block on their sockets on Dispatch's threads, never on
+    /// Swift's cooperative pool.
+    func run(_ request: [UInt8], requests: Int, connections: Int) async throws -> (latencies: [Double], seconds: Double) {
         let perConnection = requests / connections
-        let results = UnsafeResults(count: connections)
-        let started = ContinuousClock.now
-        DispatchQueue.concurrentPerform(iterations: connections) { index in
-            results.set(index, Result { try Self.connection(socket, request, count: perConnection) })
+        return try await Self.offPool { [socket] in
+            let results = Mutex([Result<[Double], any Error>](repeating: .success([]), count: connections))
+            let started = ContinuousClock.now
+            DispatchQueue.concurrentPerform(iterations: connections) { index in
+                let result = Result { try Self.connection(socket, request, count: perConnection) }
+                results.withLock { $0[index] = result }
+            }
+            let seconds = (ContinuousClock.now - started).seconds
+            return (try results.withLock { try $0.flatMap { try $0.get() } }, seconds)
         }
-        let seconds = (ContinuousClock.now - started).seconds
-        var latencies: [Double] = []
-        for result in results.all { latencies += try result.get() }
-        return (latencies, seconds)
+    }
+
+    /// Runs blocking socket work on a Dispatch thread and awaits its result.
+    static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result(catching: work)) }
+        }
     }
 
     /// One connection: `count` requests one after another, each answer read in full (Content-Length).
@@ -88,7 +98,11 @@ struct SocketLoad {
     }
 
     /// One request on a connection of its own, and the answer's body.
-    static func answer(_ path: String, _ request: [UInt8]) throws -> String {
+    static func answer(_ path: String, _ request: [UInt8]) async throws -> String {
+        try await offPool { try blockingAnswer(path, request) }
+    }
+
+    private static func blockingAnswer(_ path: String, _ request: [UInt8]) throws -> String {
         guard case .success(let fd) = UnixSocket.connect(path) else { throw ValidationError("cannot connect to \(path)") }
         defer { close(fd) }
         _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -106,15 +120,6 @@ struct SocketLoad {
     static func request(_ method: String, body: String) -> [UInt8] {
         Array("POST /\(method) HTTP/1.1\r\nHost: plugin\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
     }
-}
-
-/// One result slot per thread of `concurrentPerform`.
-final class UnsafeResults: @unchecked Sendable {
-    private var results: [Result<[Double], any Error>]
-    private let lock = NSLock()
-    init(count: Int) { results = Array(repeating: .success([]), count: count) }
-    func set(_ index: Int, _ result: Result<[Double], any Error>) { lock.withLock { results[index] = result } }
-    var all: [Result<[Double], any Error>] { lock.withLock { results } }
 }
 
 /// A Hummingbird server that answers every POST with a fixed body: the floor any handler on this stack pays.
@@ -166,7 +171,7 @@ extension Bench {
         // The plugin adopts the volumes (docker volume create of existing DigitalOcean volumes), so the lookups below
         // find them.
         for name in (0..<5).map({ "load-\($0)" }) {
-            let answer = try SocketLoad.answer(socket, SocketLoad.request("VolumeDriver.Create", body: #"{"Name":"\#(name)"}"#))
+            let answer = try await SocketLoad.answer(socket, SocketLoad.request("VolumeDriver.Create", body: #"{"Name":"\#(name)"}"#))
             guard answer.hasSuffix(#"{"Err":""}"#) else { throw ValidationError("Create \(name) failed: \(answer)") }
         }
         let methods: [(String, String)] = [
@@ -179,14 +184,14 @@ extension Bench {
             var bareFigures: (rate: Double, p50: Double, p99: Double)?
             for (method, body) in methods {
                 let request = SocketLoad.request(method, body: body)
-                let answer = try SocketLoad.answer(socket, request)
+                let answer = try await SocketLoad.answer(socket, request)
                 let parsed = try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any]
                 guard let parsed, (parsed["Err"] as? String ?? "").isEmpty else {
                     throw ValidationError("\(method) answers an error: \(answer)")
                 }
-                let ours = try Self.figures(SocketLoad(socket: socket).run(request, requests: loadRequests, connections: connections))
+                let ours = try await Self.figures(SocketLoad(socket: socket).run(request, requests: loadRequests, connections: connections))
                 if bareFigures == nil {
-                    bareFigures = try Self.figures(SocketLoad(socket: bareSocket).run(request, requests: loadRequests, connections: connections))
+                    bareFigures = try await Self.figures(SocketLoad(socket: bareSocket).run(request, requests: loadRequests, connections: connections))
                 }
                 let floor = bareFigures!
                 let name = String(method.split(separator: ".").last!).padding(toLength: 14, withPad: " ", startingAt: 0)
