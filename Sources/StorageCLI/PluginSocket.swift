@@ -14,9 +14,9 @@ struct PluginSocket {
         var description: String
     }
 
-    func call<Answer: Decodable>(_ method: String, _ request: some Encodable) throws -> Answer {
+    func call<Answer: Decodable>(_ method: VolumeDriverController.Method, _ request: some Encodable) throws -> Answer {
         let body = try JSONEncoder().encode(request)
-        let head = "POST /DoStorage.\(method) HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n"
+        let head = "POST /\(method.rawValue) HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n"
             + "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         let reply = try exchange(Array(head.utf8) + Array(body))
         guard let split = reply.firstRange(of: Array("\r\n\r\n".utf8)) else {

@@ -56,7 +56,7 @@ struct SnapshotCommand: ParsableCommand {
 
         func run() throws {
             let answer: VolumeDriverController.SnapshotResponse = try PluginSocket(path: socket.path())
-                .call("SnapshotCreate", VolumeDriverController.SnapshotRequest(volume: volume, name: name))
+                .call(.snapshotCreate, VolumeDriverController.SnapshotRequest(volume: volume, name: name))
             print("\(answer.snapshot.name) \(answer.snapshot.id)")
         }
     }
@@ -69,7 +69,7 @@ struct SnapshotCommand: ParsableCommand {
 
         func run() throws {
             let answer: VolumeDriverController.SnapshotListResponse = try PluginSocket(path: socket.path())
-                .call("SnapshotList", VolumeDriverController.SnapshotRequest(volume: volume))
+                .call(.snapshotList, VolumeDriverController.SnapshotRequest(volume: volume))
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -96,7 +96,7 @@ struct SnapshotCommand: ParsableCommand {
 
         func run() throws {
             let _: Done = try PluginSocket(path: socket.path())
-                .call("SnapshotDelete", VolumeDriverController.SnapshotRequest(volume: volume, snapshot: snapshot))
+                .call(.snapshotDelete, VolumeDriverController.SnapshotRequest(volume: volume, snapshot: snapshot))
         }
     }
 }
@@ -110,7 +110,7 @@ struct RestoreCommand: ParsableCommand {
 
     func run() throws {
         let _: Done = try PluginSocket(path: socket.path())
-            .call("Restore", VolumeDriverController.SnapshotRequest(volume: volume, snapshot: snapshot))
+            .call(.restore, VolumeDriverController.SnapshotRequest(volume: volume, snapshot: snapshot))
         print(volume)
     }
 }

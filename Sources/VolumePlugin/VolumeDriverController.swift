@@ -67,8 +67,9 @@ public struct VolumeDriverController: Sendable {
         }
     }
 
-    /// The requests the socket serves besides the fixed answers to Activate and Capabilities.
-    enum Method: String, Sendable {
+    /// The requests the socket serves besides the fixed answers to Activate and Capabilities; the command line
+    /// names its requests by these too.
+    public enum Method: String, Sendable {
         case create = "VolumeDriver.Create", remove = "VolumeDriver.Remove", mount = "VolumeDriver.Mount"
         case unmount = "VolumeDriver.Unmount", path = "VolumeDriver.Path", get = "VolumeDriver.Get"
         case list = "VolumeDriver.List"
