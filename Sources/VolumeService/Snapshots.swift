@@ -33,10 +33,8 @@ extension VolumeService {
         let volume = try await volumeOnDigitalOcean(name)
         // Newest first; snapshots of the same second in the reverse of DigitalOcean's order (oldest first).
         let listed = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
-        let snapshots = listed.enumerated().sorted { a, b in
-            let (first, second) = (Self.date(a.element.createdAt) ?? .distantPast, Self.date(b.element.createdAt) ?? .distantPast)
-            return first != second ? first > second : a.offset > b.offset
-        }.map(\.element)
+        let snapshots = listed.enumerated().map { (time: Self.date($0.element.createdAt) ?? .distantPast, order: $0.offset, snapshot: $0.element) }
+            .sorted { $0.time != $1.time ? $0.time > $1.time : $0.order > $1.order }.map(\.snapshot)
         if state.volumes[name] != nil {
             state.volumes[name]?.snapshotCount = snapshots.count
             state.volumes[name]?.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
