@@ -46,6 +46,7 @@ public actor DeferredDriver: VolumeDriver {
     public nonisolated func path(name: String) async throws -> String { try await driver().path(name: name) }
     public nonisolated func get(name: String) async throws -> VolumeInfo { try await driver().get(name: name) }
     public nonisolated func list() async throws -> [VolumeInfo] { try await driver().list() }
+    public nonisolated var readyLookups: VolumeLookups? { built.withLock { $0 }?.readyLookups }
     public nonisolated func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo {
         try await driver().createSnapshot(volume: volume, name: name)
     }

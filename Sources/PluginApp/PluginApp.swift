@@ -79,10 +79,7 @@ public enum PluginApp {
     public static func makeApplication(
         driver: any VolumeDriver, socketPath: String, logger: Logger
     ) throws -> some ApplicationProtocol {
-        let router = Router()
         let controller = VolumeDriverController(driver: driver, logger: logger)
-        controller.addRoutes(to: router)
-        controller.addCommandRoutes(to: router)
         let directory = socketPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -92,7 +89,7 @@ public enum PluginApp {
         }
         unlink(socketPath)
         return Application(
-            router: router, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "do_storage"),
+            router: Router(), server: controller.server, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "do_storage"),
             onServerRunning: { _ in logger.info("Listening", metadata: ["socket.path": "\(socketPath)"]) },
             logger: logger)
     }

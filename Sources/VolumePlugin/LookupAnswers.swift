@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import VolumeService
 
 /// The answers to the requests the engine sends by the thousand (Get, List, Path), written straight into bytes.
@@ -45,7 +46,7 @@ struct LookupAnswers {
         raw("{")
         if withDetails, let created = volume.createdAt {
             raw(#""CreatedAt":"#)
-            string(created.formatted(.iso8601))
+            timestamp(created)
             raw(",")
         }
         raw(#""Mountpoint":"#)
@@ -63,6 +64,36 @@ struct LookupAnswers {
             raw("}")
         }
         raw("}")
+    }
+
+    /// RFC 3339 in UTC to the second (`2026-11-23T17:27:05Z`), as `Date.formatted(.iso8601)` writes it, from the
+    /// C library's calendar: the Foundation formatter's was the dearest part of a Get.
+    mutating func timestamp(_ date: Date) {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        bytes.append(UInt8(ascii: "\""))
+        digits(Int(parts.tm_year) + 1900, 4)
+        bytes.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2)
+        bytes.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2)
+        bytes.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2)
+        bytes.append(contentsOf: [UInt8(ascii: "Z"), UInt8(ascii: "\"")])
+    }
+
+    private mutating func digits(_ value: Int, _ width: Int) {
+        var divisor = 1
+        for _ in 1..<width { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
+            divisor /= 10
+        }
     }
 
     mutating func raw(_ text: StaticString) {

@@ -1,10 +1,12 @@
 import FoundationEssentials
 import Glibc
-import Hummingbird
+import HTTPTypes
+import NIOCore
 import Logging
 import VolumeService
 
-/// Docker's VolumeDriver protocol (`POST /VolumeDriver.<Method>`): one method per route, each answering a JSON body.
+/// Docker's VolumeDriver protocol (`POST /VolumeDriver.<Method>`): one route per method, each answering a JSON body;
+/// `VolumeDriverChannelHandler` serves them on a connection.
 ///
 /// Failures answer HTTP 500 with `{"Err": "..."}`, which the engine shows to the user. The engine sends no
 /// Content-Type and sometimes an empty body; both are accepted.
@@ -14,56 +16,105 @@ public struct VolumeDriverController: Sendable {
     let driver: any VolumeDriver
     let logger: Logger
 
+    /// What a request is answered: an HTTP status and a JSON body.
+    public struct Answer: Sendable {
+        public var status: HTTPResponse.Status
+        public var body: ByteBuffer
+    }
+
+    /// A route: the request's body in, its answer out. Failures are answers too (`{"Err": ...}`, HTTP 500).
+    typealias Route = @Sendable (ByteBuffer) async -> Answer
+
+    /// A lookup answered on the spot from the driver's ready lookups (`VolumeDriver.readyLookups`), without a task;
+    /// nil sends the request its route's way (the driver is still starting, or the name is unknown: the route says
+    /// why).
+    typealias Immediate = @Sendable (ByteBuffer) -> Answer?
+
+    /// What answers a request.
+    enum Endpoint: Sendable {
+        /// An answer that never changes (Activate, Capabilities): written without a task.
+        case fixed(Answer)
+        case route(Route, immediate: Immediate?)
+    }
+
+    /// Docker's methods and the command line's, by path (`/VolumeDriver.Mount`).
+    let endpoints: [String: Endpoint]
+
     public init(driver: any VolumeDriver, logger: Logger) {
         self.driver = driver
         self.logger = logger
+        let fixed = [
+            ("/Plugin.Activate", Endpoint.fixed(Self.encode(ActivateResponse()))),
+            ("/VolumeDriver.Capabilities", Endpoint.fixed(Self.encode(CapabilitiesResponse()))),
+        ]
+        // Get, List and Path of the names the driver knows, answered without a task.
+        let immediates = Dictionary(uniqueKeysWithValues: [
+            Self.immediate(.get, logger, driver) { (body: NameRequest, lookups) in
+                lookups.volume(named: body.name).map { Self.answer(LookupAnswers.get($0)) }
+            },
+            Self.immediate(.path, logger, driver) { (body: NameRequest, lookups) in
+                lookups.volume(named: body.name).map { Self.answer(LookupAnswers.mountpoint($0.mountpoint)) }
+            },
+            Self.immediate(.list, logger, driver) { (_: NoRequest, lookups) in
+                Self.answer(LookupAnswers.list(lookups.volumes))
+            },
+        ])
+        endpoints = Dictionary(uniqueKeysWithValues: fixed + [
+            Self.route(.create, logger) { (body: CreateRequest) in
+                try await driver.create(name: body.name, options: body.options ?? [:])
+                return Self.ok
+            },
+            Self.route(.remove, logger) { (body: NameRequest) in
+                try await driver.remove(name: body.name)
+                return Self.ok
+            },
+            Self.route(.mount, logger) { (body: MountRequest) in
+                Self.answer(LookupAnswers.mountpoint(try await driver.mount(name: body.name, id: body.id)))
+            },
+            Self.route(.unmount, logger) { (body: MountRequest) in
+                try await driver.unmount(name: body.name, id: body.id)
+                return Self.ok
+            },
+            Self.route(.path, logger) { (body: NameRequest) in
+                Self.answer(LookupAnswers.mountpoint(try await driver.path(name: body.name)))
+            },
+            Self.route(.get, logger) { (body: NameRequest) in
+                Self.answer(LookupAnswers.get(try await driver.get(name: body.name)))
+            },
+            Self.route(.list, logger) { (_: NoRequest) in
+                Self.answer(LookupAnswers.list(try await driver.list()))
+            },
+            // The command line's requests (`do-storage snapshot …`, `do-storage restore …`). Not part of Docker's
+            // protocol; the engine never sends them.
+            Self.route(.snapshotCreate, logger) { (body: SnapshotRequest) in
+                Self.encode(SnapshotResponse(snapshot: try await driver.createSnapshot(volume: body.volume, name: body.name)))
+            },
+            Self.route(.snapshotList, logger) { (body: SnapshotRequest) in
+                Self.encode(SnapshotListResponse(snapshots: try await driver.listSnapshots(volume: body.volume)))
+            },
+            Self.route(.snapshotDelete, logger) { (body: SnapshotRequest) in
+                try await driver.deleteSnapshot(volume: body.volume, snapshot: body.snapshot ?? "")
+                return Self.ok
+            },
+            Self.route(.restore, logger) { (body: SnapshotRequest) in
+                try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
+                return Self.ok
+            },
+        ].map { ($0.0, Endpoint.route($0.1, immediate: immediates[$0.0])) })
     }
 
-    public func addRoutes(to router: Router<some RequestContext>) {
-        router.post("/Plugin.Activate") { _, _ in Self.encode(ActivateResponse()) }
-        router.post("/VolumeDriver.Capabilities") { _, _ in Self.encode(CapabilitiesResponse()) }
-        add(.create, to: router) { (body: CreateRequest) in
-            try await driver.create(name: body.name, options: body.options ?? [:])
-            return Self.ok()
-        }
-        add(.remove, to: router) { (body: NameRequest) in
-            try await driver.remove(name: body.name)
-            return Self.ok()
-        }
-        add(.mount, to: router) { (body: MountRequest) in
-            Self.answer(LookupAnswers.mountpoint(try await driver.mount(name: body.name, id: body.id)))
-        }
-        add(.unmount, to: router) { (body: MountRequest) in
-            try await driver.unmount(name: body.name, id: body.id)
-            return Self.ok()
-        }
-        add(.path, to: router) { (body: NameRequest) in
-            Self.answer(LookupAnswers.mountpoint(try await driver.path(name: body.name)))
-        }
-        add(.get, to: router) { (body: NameRequest) in
-            Self.answer(LookupAnswers.get(try await driver.get(name: body.name)))
-        }
-        add(.list, to: router) { (_: NoRequest) in
-            Self.answer(LookupAnswers.list(try await driver.list()))
-        }
-    }
-
-    /// The CLI's requests (`do-storage snapshot …`, `do-storage restore …`) on the same socket. Not part of
-    /// Docker's protocol; the engine never sends them.
-    public func addCommandRoutes(to router: Router<some RequestContext>) {
-        add(.snapshotCreate, to: router) { (body: SnapshotRequest) in
-            Self.encode(SnapshotResponse(snapshot: try await driver.createSnapshot(volume: body.volume, name: body.name)))
-        }
-        add(.snapshotList, to: router) { (body: SnapshotRequest) in
-            Self.encode(SnapshotListResponse(snapshots: try await driver.listSnapshots(volume: body.volume)))
-        }
-        add(.snapshotDelete, to: router) { (body: SnapshotRequest) in
-            try await driver.deleteSnapshot(volume: body.volume, snapshot: body.snapshot ?? "")
-            return Self.ok()
-        }
-        add(.restore, to: router) { (body: SnapshotRequest) in
-            try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
-            return Self.ok()
+    /// The answer to the request at `path` (`/VolumeDriver.Get`) with `body`, or nil if the path is no request of
+    /// the protocol.
+    ///
+    /// - Parameters:
+    ///   - path: The request's path, without a query.
+    ///   - body: The request's body, as sent (empty, `{}` or a JSON object).
+    /// - Returns: The answer; a failure is one too, `{"Err": ...}` with HTTP 500.
+    public func answer(_ path: String, body: ByteBuffer) async -> Answer? {
+        switch endpoints[path] {
+        case .fixed(let answer): answer
+        case .route(let route, let immediate): if let answer = immediate?(body) { answer } else { await route(body) }
+        case nil: nil
         }
     }
 
@@ -93,17 +144,32 @@ public struct VolumeDriverController: Sendable {
 
     /// One route: the body decoded (`decode`), `call` with it, the answer it makes; a failure, the malformed body's
     /// included, answered `{"Err": ...}` with HTTP 500 (`handle`). Every request is logged with its outcome.
-    func add<Body: DriverRequest>(
-        _ method: Method, to router: Router<some RequestContext>,
-        _ call: @escaping @Sendable (Body) async throws -> Response
-    ) {
-        router.post(RouterPath("/" + method.rawValue)) { request, _ in
-            let decoded = await Self.decode(Body.self, request)
+    static func route<Body: DriverRequest>(
+        _ method: Method, _ logger: Logger, _ call: @escaping @Sendable (Body) async throws -> Answer
+    ) -> (String, Route) {
+        ("/" + method.rawValue, { bytes in
+            let decoded = Self.decode(Body.self, bytes)
             let body = (try? decoded.get()) ?? Body.empty
-            return await handle(method, name: body.volumeName, id: body.mountID) {
+            return await handle(method, logger, name: body.volumeName, id: body.mountID) {
                 try await call(try decoded.get())
             }
-        }
+        })
+    }
+
+    /// A lookup's immediate answer: `answer` with the decoded body and the driver's ready lookups, logged as the
+    /// route would log it.
+    static func immediate<Body: DriverRequest>(
+        _ method: Method, _ logger: Logger, _ driver: any VolumeDriver,
+        _ answer: @escaping @Sendable (Body, VolumeLookups) -> Answer?
+    ) -> (String, Immediate) {
+        ("/" + method.rawValue, { bytes in
+            let started = ContinuousClock.now
+            guard let lookups = driver.readyLookups, case .success(let body) = decode(Body.self, bytes),
+                let made = answer(body, lookups)
+            else { return nil }
+            logSuccess(method, logger, name: body.volumeName, id: body.mountID, started: started)
+            return made
+        })
     }
 
     // MARK: Requests
@@ -247,22 +313,16 @@ public struct VolumeDriverController: Sendable {
     // MARK: Plumbing
 
     /// Runs one request, logs it with its outcome, and turns a failure into `{"Err": ...}`.
-    func handle(_ method: Method, name: String, id: String?, _ body: () async throws -> Response) async -> Response {
+    static func handle(
+        _ method: Method, _ logger: Logger, name: String, id: String?, _ body: () async throws -> Answer
+    ) async -> Answer {
         let started = ContinuousClock.now
         func metadata(_ outcome: String) -> Logger.Metadata {
-            var metadata: Logger.Metadata = [
-                "request.method": "\(method.name)", "outcome": "\(outcome)", "duration.ms": "\(Self.milliseconds(since: started))",
-            ]
-            if !name.isEmpty { metadata["volume.name"] = "\(name)" }
-            if let id { metadata["mount.id"] = "\(id)" }
-            return metadata
+            requestMetadata(method, outcome: outcome, name: name, id: id, started: started)
         }
         do {
             let response = try await body()
-            // The metadata is built only for a line that is written: lookups come by the thousand at debug.
-            if logger.logLevel <= method.level {
-                logger.log(level: method.level, "VolumeDriver request", metadata: metadata("ok"))
-            }
+            logSuccess(method, logger, name: name, id: id, started: started)
             return response
         } catch {
             var metadata = metadata("error")
@@ -274,18 +334,37 @@ public struct VolumeDriverController: Sendable {
         }
     }
 
+    /// A request's log line on success. Its metadata is built only for a line that is written: lookups come by the
+    /// thousand at debug.
+    static func logSuccess(_ method: Method, _ logger: Logger, name: String, id: String?, started: ContinuousClock.Instant) {
+        if logger.logLevel <= method.level {
+            logger.log(
+                level: method.level, "VolumeDriver request",
+                metadata: requestMetadata(method, outcome: "ok", name: name, id: id, started: started))
+        }
+    }
+
+    static func requestMetadata(
+        _ method: Method, outcome: String, name: String, id: String?, started: ContinuousClock.Instant
+    ) -> Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            "request.method": "\(method.name)", "outcome": "\(outcome)", "duration.ms": "\(Self.milliseconds(since: started))",
+        ]
+        if !name.isEmpty { metadata["volume.name"] = "\(name)" }
+        if let id { metadata["mount.id"] = "\(id)" }
+        return metadata
+    }
+
     static func milliseconds(since start: ContinuousClock.Instant) -> Int {
         let elapsed = start.duration(to: .now).components
         return Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000)
     }
 
     /// The request body, or the reason it cannot be read (answered as `Err` by `handle`).
-    static func decode<T: DriverRequest>(_ type: T.Type, _ request: Request) async -> Result<T, RequestError> {
+    static func decode<T: DriverRequest>(_ type: T.Type, _ bytes: ByteBuffer) -> Result<T, RequestError> {
         guard T.readsBody else { return .success(T.empty) }
         do {
-            let buffer = try await request.body.collect(upTo: 1 << 20)
-            let bytes = Data(buffer.readableBytesView)
-            return .success(try decoder.decode(T.self, from: bytes.isEmpty ? Data("{}".utf8) : bytes))
+            return .success(try decoder.decode(T.self, from: bytes.readableBytes == 0 ? Data("{}".utf8) : Data(bytes.readableBytesView)))
         } catch {
             return .failure(RequestError(message: "malformed VolumeDriver request: \(error)"))
         }
@@ -296,7 +375,7 @@ public struct VolumeDriverController: Sendable {
         var description: String { message }
     }
 
-    static func ok() -> Response { encode(ErrorResponse(err: "")) }
+    static let ok = encode(ErrorResponse(err: ""))
 
     /// Shared: coding keeps no state between calls.
     static let decoder = JSONDecoder()
@@ -306,19 +385,13 @@ public struct VolumeDriverController: Sendable {
         return encoder
     }()
 
-    static func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    static func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Answer {
         let data = (try? encoder.encode(value)) ?? Data("{\"Err\":\"cannot encode the response\"}".utf8)
-        return response(data, status: status)
+        return Answer(status: status, body: ByteBuffer(bytes: data))
     }
 
-    static func answer(_ bytes: [UInt8]) -> Response {
-        Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-    }
-
-    static func response(_ data: Data, status: HTTPResponse.Status) -> Response {
-        Response(
-            status: status, headers: [.contentType: contentType],
-            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    static func answer(_ bytes: [UInt8]) -> Answer {
+        Answer(status: .ok, body: ByteBuffer(bytes: bytes))
     }
 }
 

@@ -86,6 +86,28 @@ public protocol VolumeDriver: Sendable {
     ///   - snapshot: the snapshot's name or id, among this volume's snapshots only.
     /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.notFound` when the volume has no such snapshot.
     func deleteSnapshot(volume: String, snapshot: String) async throws
+    /// Get, List and Path's answers as they stand, for a caller that must not wait (the protocol's channel handler
+    /// answers from them on the connection's thread); nil where the driver has none ready (it is still starting).
+    /// A name they lack is asked of `get(name:)`, which says why.
+    var readyLookups: VolumeLookups? { get }
+}
+
+extension VolumeDriver {
+    public var readyLookups: VolumeLookups? { nil }
+}
+
+/// The volumes a driver knows, as Get and List show them.
+public struct VolumeLookups: Sendable {
+    private var byName: [String: VolumeInfo] = [:]
+    /// By name, as List answers them.
+    public private(set) var volumes: [VolumeInfo] = []
+
+    public init(_ volumes: [VolumeInfo] = []) {
+        self.volumes = volumes.sorted { $0.name < $1.name }
+        byName = Dictionary(volumes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    public func volume(named name: String) -> VolumeInfo? { byName[name] }
 }
 
 /// A volume snapshot as the CLI shows it.

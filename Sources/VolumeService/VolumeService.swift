@@ -2,6 +2,7 @@ import DigitalOcean
 import FoundationEssentials
 import Glibc
 import Logging
+import Synchronization
 import Timekeeping
 
 /// The orchestration: brings DigitalOcean volumes to this droplet and mounts them, counts Docker's references,
@@ -19,7 +20,12 @@ public actor VolumeService: VolumeDriver {
     let time: TimeSource
     let logger: Logger
 
-    var state: PersistedState
+    var state: PersistedState {
+        didSet { publishLookups() }
+    }
+    /// What Get, List and Path answer: the registry's volumes as the protocol shows them, made again whenever the
+    /// registry changes, and read without the actor (the engine sends these by the thousand, from many connections).
+    nonisolated let lookups = Mutex(VolumeLookups())
     /// Names DigitalOcean did not know, for a short while.
     var negativeLookups: RecentMisses
     /// Device sizes at which an online growth failed, by volume name: not tried again until the size changes.
@@ -44,8 +50,15 @@ public actor VolumeService: VolumeDriver {
         self.store = store
         self.time = time
         self.logger = logger
-        self.state = try store.load()
+        let loaded = try store.load()
+        self.state = loaded
         self.negativeLookups = RecentMisses(ttl: configuration.negativeLookupTTL)
+        lookups.withLock { $0 = VolumeLookups(loaded.volumes.values.map { Self.info($0, configuration) }) }
+    }
+
+    private func publishLookups() {
+        let made = VolumeLookups(state.volumes.values.map { Self.info($0, configuration) })
+        lookups.withLock { $0 = made }
     }
 
     /// The registry as it stands.
@@ -154,18 +167,19 @@ public actor VolumeService: VolumeDriver {
     /// on DigitalOcean: Docker then sends Create, with the options of `docker volume create`, compose's
     /// `driver_opts` or a service's `volume-opt`, and Create adopts it (checking those options). Had Get found it,
     /// Docker would have dropped them. No DigitalOcean call, so probing every driver for a name stays fast.
-    public func get(name: String) async throws -> VolumeInfo {
-        guard let record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
-        return info(record)
+    public nonisolated var readyLookups: VolumeLookups? { lookups.withLock { $0 } }
+
+    public nonisolated func get(name: String) async throws -> VolumeInfo {
+        guard let info = lookups.withLock({ $0.volume(named: name) }) else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        return info
     }
 
-    public func list() async throws -> [VolumeInfo] {
-        state.volumes.values.sorted { $0.name < $1.name }.map(info)
+    public nonisolated func list() async throws -> [VolumeInfo] {
+        lookups.withLock { $0.volumes }
     }
 
-    public func path(name: String) async throws -> String {
-        guard let record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
-        return record.mountpoint ?? ""
+    public nonisolated func path(name: String) async throws -> String {
+        try await get(name: name).mountpoint
     }
 
     /// One deadline for the whole Mount (`mountDeadline`, 110 s): every wait and DigitalOcean call in it ends by it,
@@ -323,7 +337,9 @@ public actor VolumeService: VolumeDriver {
 
     /// What `docker volume inspect` shows: the plugin's registry and what it last saw of the volume, with no
     /// DigitalOcean call.
-    func info(_ record: VolumeRecord) -> VolumeInfo {
+    func info(_ record: VolumeRecord) -> VolumeInfo { Self.info(record, configuration) }
+
+    static func info(_ record: VolumeRecord, _ configuration: ServiceConfiguration) -> VolumeInfo {
         let seen = record.seen
         var status: [String: String] = [
             "do_id": record.volumeID ?? "",

@@ -9,15 +9,14 @@ import VolumeService
 
 /// Docker's VolumeDriver protocol as the engine uses it, against the real orchestration over simulated DigitalOcean.
 @Suite(.timeLimit(.minutes(1))) struct ProtocolTests {
-    /// A router serving a fresh harness with one droplet (1001) and one formatted volume ("data").
+    /// A live server (loopback TCP, the plugin's own channel handler) serving a fresh harness with one droplet (1001) and one formatted volume ("data").
     func withPlugin(_ body: @escaping @Sendable (any TestClientProtocol, ServiceHarness, ServiceHarness.Node) async throws -> Void) async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("data")
         let node = try await harness.node(droplet: 1001)
-        let router = Router()
-        VolumeDriverController(driver: node.service, logger: Logger(label: "test")).addRoutes(to: router)
-        let app = Application(router: router)
-        try await app.test(.router) { client in try await body(client, harness, node) }
+        let controller = VolumeDriverController(driver: node.service, logger: Logger(label: "test"))
+        let app = Application(router: Router(), server: controller.server)
+        try await app.test(.live) { client in try await body(client, harness, node) }
     }
 
     func call(_ client: any TestClientProtocol, _ method: String, _ body: String?) async throws -> (Int, [String: Any]) {
@@ -159,10 +158,9 @@ import VolumeService
     }
 
     @Test func missingTokenAnswersEveryCallWithHowToSetIt() async throws {
-        let router = Router()
         let driver = UnconfiguredDriver(error: VolumeError(.notConfigured, "set ACCESS_TOKEN with docker plugin set"))
-        VolumeDriverController(driver: driver, logger: Logger(label: "test")).addRoutes(to: router)
-        try await Application(router: router).test(.router) { client in
+        let controller = VolumeDriverController(driver: driver, logger: Logger(label: "test"))
+        try await Application(router: Router(), server: controller.server).test(.live) { client in
             for method in ["VolumeDriver.Create", "VolumeDriver.Get", "VolumeDriver.List", "VolumeDriver.Mount"] {
                 let (status, object) = try await call(client, method, #"{"Name":"data","ID":"x"}"#)
                 #expect(status == 500)

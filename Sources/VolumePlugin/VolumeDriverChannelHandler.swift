@@ -1,0 +1,163 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import NIOHTTPTypes
+import NIOCore
+
+/// Answers every request on a plugin connection from its channel pipeline, right after NIO's HTTP/1.1 decoding: the
+/// body is gathered there, the controller answers it (on the spot where it can: the fixed answers, and Get, List and
+/// Path from the driver's ready lookups; else in one task), and the answer is written back on the connection's
+/// event loop. Hummingbird's own request path (a task per connection reading an
+/// async sequence of parts, the router, a streamed body) cost four times the protocol's work; this path answers at
+/// the rate of the Go plugins or better (`scripts/bench`, the load step). Hummingbird still runs the server: the
+/// socket, the connections, graceful shutdown.
+///
+/// Requests are answered one at a time and in order, as HTTP/1.1 requires of a client that pipelines (Docker does
+/// not): one that arrives while another is answered waits its turn, and the connection is not read meanwhile. A
+/// path that is no request of the protocol is answered 404.
+public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPRequestPart
+    public typealias OutboundIn = HTTPResponsePart
+    public typealias OutboundOut = HTTPResponsePart
+
+    /// The largest body read (a VolumeDriver request is a few hundred bytes); the rest of a larger one is dropped
+    /// as it arrives, and the request answered with an error.
+    public static let bodyLimit = 1 << 20
+
+    let controller: VolumeDriverController
+
+    /// A request read in full.
+    struct Pending: Sendable {
+        var method: HTTPRequest.Method
+        var path: String
+        var body: ByteBuffer
+        var tooLarge = false
+        var close: Bool
+    }
+
+    /// The request being read.
+    private var reading: Pending?
+    /// Requests read while another is answered.
+    private var waiting: [Pending] = []
+    private var answering = false
+    /// A read the channel asked for while an answer was made: done once it is written. Holding reads keeps what a
+    /// client that pipelines can queue here to what one read brings.
+    private var readPending = false
+
+    public init(controller: VolumeDriverController) {
+        self.controller = controller
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            let path = head.path.map { $0.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0] } ?? ""
+            reading = Pending(
+                method: head.method, path: String(path), body: context.channel.allocator.buffer(capacity: 0),
+                close: head.headerFields[.connection]?.lowercased().contains("close") ?? false)
+        case .body(var part):
+            guard var request = reading else { return }
+            reading = nil  // the buffer is appended to in place, not copied
+            if request.body.readableBytes + part.readableBytes <= Self.bodyLimit {
+                request.body.writeBuffer(&part)
+            } else {
+                request.tooLarge = true
+                request.body.clear()
+            }
+            reading = request
+        case .end:
+            guard let request = reading else { return }
+            reading = nil
+            waiting.append(request)
+            if !answering { answerNext(context: context) }
+        }
+    }
+
+    /// Answers the waiting requests in turn: at once where the answer is fixed, ready (a lookup) or a refusal, else
+    /// in a task whose answer is written on the event loop, which then takes the next.
+    private func answerNext(context: ChannelHandlerContext) {
+        while !waiting.isEmpty {
+            let request = waiting.removeFirst()
+            switch request.method == .post ? controller.endpoints[request.path] : nil {
+            case nil:
+                Self.write(Self.notFound(request), close: request.close, context: context)
+            case .fixed(let answer):
+                Self.write(answer, close: request.close, context: context)
+            case .route where request.tooLarge:
+                let refusal = VolumeDriverController.encode(
+                    VolumeDriverController.ErrorResponse(
+                        err: "malformed VolumeDriver request: a body of more than \(Self.bodyLimit) bytes"),
+                    status: .internalServerError)
+                Self.write(refusal, close: request.close, context: context)
+            case .route(let route, let immediate):
+                if let answer = immediate?(request.body) {
+                    Self.write(answer, close: request.close, context: context)
+                    continue
+                }
+                answering = true
+                Self.answerLater(
+                    request, route, handler: NIOLoopBound(self, eventLoop: context.eventLoop),
+                    context: NIOLoopBound(context, eventLoop: context.eventLoop))
+                return
+            }
+        }
+    }
+
+    /// The route's answer in a task on Swift's pool (a Mount may take minutes, and never holds the event loop),
+    /// written on the connection's event loop; then the next request's.
+    private static func answerLater(
+        _ request: Pending, _ route: @escaping VolumeDriverController.Route,
+        handler: NIOLoopBound<VolumeDriverChannelHandler>, context: NIOLoopBound<ChannelHandlerContext>
+    ) {
+        let loop = context.eventLoop
+        Task {
+            let answer = await route(request.body)
+            loop.execute {
+                let handler = handler.value
+                handler.answering = false
+                write(answer, close: request.close, context: context.value)
+                handler.answerNext(context: context.value)
+                if !handler.answering, handler.readPending {
+                    handler.readPending = false
+                    context.value.read()
+                }
+            }
+        }
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if answering {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    static func notFound(_ request: Pending) -> VolumeDriverController.Answer {
+        VolumeDriverController.encode(
+            VolumeDriverController.ErrorResponse(err: "no such request: \(request.method) \(request.path)"),
+            status: .notFound)
+    }
+
+    private static func write(_ answer: VolumeDriverController.Answer, close: Bool, context: ChannelHandlerContext) {
+        var fields: HTTPFields = [
+            .contentType: VolumeDriverController.contentType, .contentLength: String(answer.body.readableBytes),
+        ]
+        if close { fields[.connection] = "close" }
+        context.write(NIOAny(HTTPResponsePart.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
+        context.write(NIOAny(HTTPResponsePart.body(answer.body)), promise: nil)
+        let written = context.writeAndFlush(NIOAny(HTTPResponsePart.end(nil)))
+        if close {
+            let channel = context.channel
+            written.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+extension VolumeDriverController {
+    /// Hummingbird's HTTP/1.1 server with this controller's handler in each connection's pipeline: the server for
+    /// `Application(router:server:)`, whose router is then never asked.
+    public var server: HTTPServerBuilder {
+        .http1(configuration: .init(additionalChannelHandlers: [VolumeDriverChannelHandler(controller: self)]))
+    }
+}
