@@ -48,9 +48,12 @@ public struct VolumeDriverController: Sendable {
             ("/VolumeDriver.Capabilities", Endpoint.fixed(Self.encode(CapabilitiesResponse()))),
         ]
         // Get, List and Path of the names the driver knows, answered without a task.
+        let getAnswers = GetAnswers()
         let immediates = Dictionary(uniqueKeysWithValues: [
             Self.immediate(.get, logger, driver) { (body: NameRequest, lookups) in
-                lookups.volume(named: body.name).map { Self.answer(LookupAnswers.get($0)) }
+                lookups.volume(named: body.name).map {
+                    Answer(status: .ok, body: getAnswers.answer($0, generation: lookups.generation))
+                }
             },
             Self.immediate(.path, logger, driver) { (body: NameRequest, lookups) in
                 lookups.volume(named: body.name).map { Self.answer(LookupAnswers.mountpoint($0.mountpoint)) }
@@ -360,11 +363,13 @@ public struct VolumeDriverController: Sendable {
         return Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000)
     }
 
-    /// The request body, or the reason it cannot be read (answered as `Err` by `handle`).
+    /// The request body, or the reason it cannot be read (answered as `Err` by `handle`). A decoder of its own for
+    /// each: a shared one takes a lock on every decode, which the event loops' threads then wait on each other for.
     static func decode<T: DriverRequest>(_ type: T.Type, _ bytes: ByteBuffer) -> Result<T, RequestError> {
         guard T.readsBody else { return .success(T.empty) }
         do {
-            return .success(try decoder.decode(T.self, from: bytes.readableBytes == 0 ? Data("{}".utf8) : Data(bytes.readableBytesView)))
+            let json = bytes.readableBytes == 0 ? Data("{}".utf8) : Data(bytes.readableBytesView)
+            return .success(try JSONDecoder().decode(T.self, from: json))
         } catch {
             return .failure(RequestError(message: "malformed VolumeDriver request: \(error)"))
         }
@@ -377,8 +382,7 @@ public struct VolumeDriverController: Sendable {
 
     static let ok = encode(ErrorResponse(err: ""))
 
-    /// Shared: coding keeps no state between calls.
-    static let decoder = JSONDecoder()
+    /// For the answers that are not lookups, which are few (the lookups' are written by `LookupAnswers`).
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

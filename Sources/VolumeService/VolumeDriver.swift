@@ -101,8 +101,11 @@ public struct VolumeLookups: Sendable {
     private var byName: [String: VolumeInfo] = [:]
     /// By name, as List answers them.
     public private(set) var volumes: [VolumeInfo] = []
+    /// Different for each set of lookups a driver makes: what is kept made from one set is good while it is the same.
+    public private(set) var generation: UInt64 = 0
 
-    public init(_ volumes: [VolumeInfo] = []) {
+    public init(_ volumes: [VolumeInfo] = [], generation: UInt64 = 0) {
+        self.generation = generation
         self.volumes = volumes.sorted { $0.name < $1.name }
         byName = Dictionary(volumes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }

@@ -57,8 +57,8 @@ public actor VolumeService: VolumeDriver {
     }
 
     private func publishLookups() {
-        let made = VolumeLookups(state.volumes.values.map { Self.info($0, configuration) })
-        lookups.withLock { $0 = made }
+        let volumes = state.volumes.values.map { Self.info($0, configuration) }
+        lookups.withLock { $0 = VolumeLookups(volumes, generation: $0.generation &+ 1) }
     }
 
     /// The registry as it stands.

@@ -53,10 +53,20 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Requests per row of the load step against --plugin-binary's socket; 0 skips.")
     var loadRequests = 0
 
+    @Option(help: "A bare Go net/http handler (scripts/bare-go-handler.go, built): the load step measures it too.")
+    var bareGoBinary: String?
+
     @Option(help: .hidden)
     var serveBare: String?
 
+    @Option(help: .hidden)
+    var serveBareNio: String?
+
     func run() async throws {
+        if let serveBareNio {
+            try BareNIOServer.serve(socket: serveBareNio)
+            return
+        }
         if let serveBare {
             try await BareServer.serve(socket: serveBare)
             return

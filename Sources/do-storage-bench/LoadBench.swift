@@ -6,6 +6,9 @@ import Foundation
 import Glibc
 import Hummingbird
 import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 import Synchronization
 import VolumePlugin
 
@@ -139,9 +142,35 @@ enum BareServer {
     }
 }
 
+/// A bare handler in a process of its own, answering on a unix socket: the floor the load step compares with.
+struct BareHandler {
+    let name: String
+    let socket: String
+    let process: Process
+
+    /// Starts `executable arguments… socket` and waits until the socket is served.
+    static func start(_ name: String, executable: String, arguments: [String], socket: String) async throws -> BareHandler {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments + [socket]
+        try process.run()
+        let handler = BareHandler(name: name, socket: socket, process: process)
+        while !UnixSocket.isServed(socket) {
+            guard process.isRunning else { throw ValidationError("the \(name) did not start") }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        return handler
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
+
 extension Bench {
-    /// Get, List, Path and Capabilities against the plugin binary, next to a bare Hummingbird handler on the same
-    /// kind of socket, over 1 and 16 keep-alive connections.
+    /// Get, List, Path and Capabilities against the plugin binary, next to a bare Hummingbird handler (and a bare Go
+    /// net/http one, given --bare-go-binary) on the same kind of socket, over 1 and 16 keep-alive connections.
     func measureLoad(_ binary: String, running: RunningSimulator, world: SimulatorWorld, root: String) async throws {
         for index in 0..<5 {
             _ = try await world.createVolume(
@@ -155,18 +184,13 @@ extension Bench {
             plugin.terminate()
             plugin.waitUntilExit()
         }
-        let bareSocket = root + "/bare.sock"
-        let bare = Process()
-        bare.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        bare.arguments = ["--serve-bare", bareSocket]
-        try bare.run()
-        defer {
-            bare.terminate()
-            bare.waitUntilExit()
-        }
-        while !UnixSocket.isServed(bareSocket) {
-            guard bare.isRunning else { throw ValidationError("the bare server did not start") }
-            try await Task.sleep(for: .milliseconds(1))
+        var bares = [try await BareHandler.start(
+            "bare Hummingbird handler", executable: CommandLine.arguments[0], arguments: ["--serve-bare"], socket: root + "/bare.sock")]
+        defer { bares.forEach { $0.stop() } }
+        bares.append(try await BareHandler.start(
+            "bare SwiftNIO handler", executable: CommandLine.arguments[0], arguments: ["--serve-bare-nio"], socket: root + "/bare-nio.sock"))
+        if let bareGoBinary {
+            bares.append(try await BareHandler.start("bare Go net/http handler", executable: bareGoBinary, arguments: [], socket: root + "/bare-go.sock"))
         }
         // The plugin adopts the volumes (docker volume create of existing DigitalOcean volumes), so the lookups below
         // find them.
@@ -179,9 +203,12 @@ extension Bench {
             ("VolumeDriver.Path", #"{"Name":"load-2"}"#), ("VolumeDriver.Capabilities", "{}"),
         ]
         print("load over the unix socket, keep-alive HTTP/1.1, \(loadRequests) requests per row (requests/s, p50 and p99 in ms):")
-        print("method         conns   do_storage                      bare Hummingbird handler        ratio")
+        print("method         conns   do_storage" + bares.map { "                  \($0.name): figures, ratio" }.joined())
+        var summary: [String] = []
         for connections in [1, 16] {
-            var bareFigures: (rate: Double, p50: Double, p99: Double)?
+            var floors: [(rate: Double, p50: Double, p99: Double)] = []
+            var lowest = Double.infinity
+            var worseP99: [String] = []
             for (method, body) in methods {
                 let request = SocketLoad.request(method, body: body)
                 let answer = try await SocketLoad.answer(socket, request)
@@ -190,21 +217,73 @@ extension Bench {
                     throw ValidationError("\(method) answers an error: \(answer)")
                 }
                 let ours = try await Self.figures(SocketLoad(socket: socket).run(request, requests: loadRequests, connections: connections))
-                if bareFigures == nil {
-                    bareFigures = try await Self.figures(SocketLoad(socket: bareSocket).run(request, requests: loadRequests, connections: connections))
+                if floors.isEmpty {
+                    for bare in bares {
+                        floors.append(try await Self.figures(
+                            SocketLoad(socket: bare.socket).run(request, requests: loadRequests, connections: connections)))
+                    }
                 }
-                let floor = bareFigures!
                 let name = String(method.split(separator: ".").last!).padding(toLength: 14, withPad: " ", startingAt: 0)
-                print(name + String(format: " %5d   %7.0f/s p50 %.3f p99 %.3f   %7.0f/s p50 %.3f p99 %.3f   %.2f×", connections, ours.rate, ours.p50, ours.p99,
-                             floor.rate, floor.p50, floor.p99, ours.rate / floor.rate))
+                print(name + String(format: " %5d   %7.0f/s p50 %.3f p99 %.3f", connections, ours.rate, ours.p50, ours.p99)
+                    + floors.map { String(format: "   %7.0f/s p50 %.3f p99 %.3f %.2f×", $0.rate, $0.p50, $0.p99, ours.rate / $0.rate) }.joined())
+                // The floor of record: the Go handler where there is one, else Hummingbird's.
+                let floor = floors.last!
+                lowest = min(lowest, ours.rate / floor.rate)
+                if ours.p99 > floor.p99 { worseP99.append(name.trimmingCharacters(in: .whitespaces)) }
             }
+            summary.append(
+                String(format: "%d connection%@: at least %.2f× the %@'s rate", connections, connections == 1 ? "" : "s", lowest, bares.last!.name)
+                    + (worseP99.isEmpty ? ", p99 no worse than its" : ", p99 above its for \(worseP99.joined(separator: ", "))"))
         }
-        print("  (a bare Go net/http handler is not measured: no Go toolchain here)")
+        print("  " + summary.joined(separator: "; ") + " (target: ≥ 0.7× a bare Go net/http handler, p99 at 16 no worse)")
+        if bareGoBinary == nil {
+            print("  (no bare Go net/http handler measured: install golang-go, and scripts/bench builds one)")
+        }
     }
 
     static func figures(_ run: (latencies: [Double], seconds: Double)) -> (rate: Double, p50: Double, p99: Double) {
         let sorted = run.latencies.sorted()
         func at(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         return (Double(sorted.count) / run.seconds, at(0.5), at(0.99))
+    }
+}
+
+/// A SwiftNIO HTTP/1.1 server that answers every request with a fixed body from its channel handler, without Swift
+/// Concurrency: the floor of the event loop and NIO's HTTP coding under Hummingbird.
+enum BareNIOServer {
+    final class Handler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let body = ByteBuffer(string: #"{"Err":""}"#)
+        var keepAlive = true
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                keepAlive = head.isKeepAlive
+            case .body:
+                break
+            case .end:
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: VolumeDriverController.contentType)
+                headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+
+    static func serve(socket: String) throws {
+        unlink(socket)
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler())
+                }
+            }
+            .bind(unixDomainSocketPath: socket).wait()
+        try channel.closeFuture.wait()
     }
 }
