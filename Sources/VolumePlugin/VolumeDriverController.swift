@@ -44,8 +44,9 @@ public struct VolumeDriverController: Sendable {
         self.driver = driver
         self.logger = logger
         let fixed = [
-            ("/Plugin.Activate", Endpoint.fixed(Self.encode(ActivateResponse()))),
-            ("/VolumeDriver.Capabilities", Endpoint.fixed(Self.encode(CapabilitiesResponse()))),
+            ("/Plugin.Activate", Endpoint.fixed(Self.answer(#"{"Implements":["VolumeDriver"]}"#))),
+            // Scope global: a volume is one DigitalOcean volume, the same from every droplet.
+            ("/VolumeDriver.Capabilities", Endpoint.fixed(Self.answer(#"{"Capabilities":{"Scope":"global"}}"#))),
         ]
         // Get, List and Path of the names the driver knows, answered without a task.
         let getAnswers = GetAnswers()
@@ -293,21 +294,6 @@ public struct VolumeDriverController: Sendable {
 
     // MARK: Responses
 
-    struct ActivateResponse: Encodable {
-        var implements = ["VolumeDriver"]
-        enum CodingKeys: String, CodingKey { case implements = "Implements" }
-    }
-
-    /// Scope global: a volume is one DigitalOcean volume, the same from every droplet.
-    struct CapabilitiesResponse: Encodable {
-        struct Capabilities: Encodable {
-            var scope = "global"
-            enum CodingKeys: String, CodingKey { case scope = "Scope" }
-        }
-        var capabilities = Capabilities()
-        enum CodingKeys: String, CodingKey { case capabilities = "Capabilities" }
-    }
-
     struct ErrorResponse: Encodable {
         var err: String
         enum CodingKeys: String, CodingKey { case err = "Err" }
@@ -380,7 +366,8 @@ public struct VolumeDriverController: Sendable {
         var description: String { message }
     }
 
-    static let ok = encode(ErrorResponse(err: ""))
+    /// The fixed answers are written as they are: the JSON encoder is not worth its pages in an idle plugin's memory.
+    static let ok = answer(#"{"Err":""}"#)
 
     /// For the answers that are not lookups, which are few (the lookups' are written by `LookupAnswers`).
     static let encoder: JSONEncoder = {
@@ -396,6 +383,10 @@ public struct VolumeDriverController: Sendable {
 
     static func answer(_ bytes: [UInt8]) -> Answer {
         Answer(status: .ok, body: ByteBuffer(bytes: bytes))
+    }
+
+    static func answer(_ json: StaticString) -> Answer {
+        json.withUTF8Buffer { Answer(status: .ok, body: ByteBuffer(bytes: $0)) }
     }
 }
 
