@@ -46,6 +46,7 @@ let package = Package(
             name: "DigitalOcean",
             dependencies: [
                 "Timekeeping",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -53,8 +54,9 @@ let package = Package(
         // The libcurl implementation of the HTTP-transport seam.
         .target(
             name: "CurlTransport",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "CCurl", "DigitalOcean",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -175,8 +177,9 @@ let package = Package(
             ]),
         .testTarget(
             name: "DOSimulatorTests",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DOSimulator", "DigitalOcean", "CurlTransport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -1,5 +1,6 @@
 import CCurl
 import DigitalOcean
+import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOPosix
 import FoundationEssentials
@@ -47,11 +48,11 @@ public final class CurlTransport: HTTPTransport, Sendable {
         pool.shutdownGracefully { _ in }
     }
 
-    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+    public func send(_ request: TransportRequest) async throws -> TransportResponse {
         let easy = try idle.withLockedValue { $0.popLast() } ?? CurlEasy()
         let caInfo = self.caInfo
         let limits = self.limits
-        let result = try await pool.runIfActive { () -> Result<HTTPResponse, TransportError> in
+        let result = try await pool.runIfActive { () -> Result<TransportResponse, TransportError> in
             easy.perform(request, caInfo: caInfo, limits: limits)
         }
         idle.withLockedValue { handles in
@@ -87,8 +88,8 @@ final class CurlEasy: @unchecked Sendable {
 
     /// Blocks until the exchange ends. Returns a transport error rather than throwing so the caller can recycle us.
     func perform(
-        _ request: HTTPRequest, caInfo: String?, limits: CurlTransport.Limits
-    ) -> Result<HTTPResponse, TransportError> {
+        _ request: TransportRequest, caInfo: String?, limits: CurlTransport.Limits
+    ) -> Result<TransportResponse, TransportError> {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
         let sink = ResponseSink(limits: limits)
@@ -96,8 +97,8 @@ final class CurlEasy: @unchecked Sendable {
         defer { sinkPointer.release() }
 
         var headerList: UnsafeMutablePointer<curl_slist>?
-        for header in request.headers {
-            headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
+        for field in request.headers {
+            headerList = curl_slist_append(headerList, "\(field.name): \(field.value)")
         }
         // No "Expect: 100-continue" round trip on POSTs.
         headerList = curl_slist_append(headerList, "Expect:")
@@ -121,10 +122,10 @@ final class CurlEasy: @unchecked Sendable {
         do_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, sinkPointer.toOpaque())
 
         switch request.method {
-        case "GET":
+        case .get:
             do_curl_setopt_long(handle, CURLOPT_HTTPGET, 1)
         default:
-            do_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method)
+            do_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method.rawValue)
         }
         if let body = request.body {
             do_curl_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count)
@@ -148,7 +149,7 @@ final class CurlEasy: @unchecked Sendable {
         }
         var status = 0
         do_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-        return .success(HTTPResponse(status: status, headers: sink.headers, body: sink.body))
+        return .success(TransportResponse(status: status, headers: sink.headers, body: sink.body))
     }
 
     private func transportError(_ code: CURLcode) -> TransportError {
@@ -176,7 +177,7 @@ final class CurlEasy: @unchecked Sendable {
 /// Collects one response's headers and body while libcurl runs its callbacks, up to the limits.
 private final class ResponseSink {
     let limits: CurlTransport.Limits
-    var headers: [String: String] = [:]
+    var headers: HTTPFields = [:]
     var headerBytes = 0
     var body: [UInt8] = []
     /// "body" or "headers" once one went past its limit (the callback then stops the transfer).
@@ -215,10 +216,9 @@ private let curlHeaderCallback: do_curl_write_callback = { pointer, size, count,
         // A new status line (after 100 Continue, say): the headers so far belonged to another response.
         sink.headers = [:]
         sink.headerBytes = length
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmedWhitespace
-        sink.headers[name] = value
+    } else if let colon = line.firstIndex(of: ":"), let name = HTTPField.Name(String(line[..<colon])) {
+        // A line that is no valid field (a name with spaces, say) is not kept.
+        sink.headers.append(HTTPField(name: name, value: String(line[line.index(after: colon)...].trimmedWhitespace)))
     }
     return length
 }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import HTTPTypes
 import Logging
 import Timekeeping
 
@@ -60,7 +61,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func volume(id: String) async throws -> Volume {
-        let envelope: VolumeEnvelope = try await call("GET", "/v2/volumes/\(id)")
+        let envelope: VolumeEnvelope = try await call(.get, "/v2/volumes/\(id)")
         return envelope.volume
     }
 
@@ -72,7 +73,7 @@ public struct DOClient: Sendable {
     ///   `.deadlineExceeded`, `.invalidResponse`; `.conflict` when the name is taken in the region, `.unprocessable` when DigitalOcean refuses the request
     ///   (a size, a snapshot in another region).
     public func createVolume(_ request: VolumeCreateRequest) async throws -> Volume {
-        let envelope: VolumeEnvelope = try await call("POST", "/v2/volumes", body: request)
+        let envelope: VolumeEnvelope = try await call(.post, "/v2/volumes", body: request)
         return envelope.volume
     }
 
@@ -82,7 +83,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it is gone, `.conflict` while it is still attached.
     public func deleteVolume(id: String) async throws {
-        let _: Empty = try await call("DELETE", "/v2/volumes/\(id)")
+        let _: Empty = try await call(.delete, "/v2/volumes/\(id)")
     }
 
     // MARK: Snapshots
@@ -98,7 +99,7 @@ public struct DOClient: Sendable {
     ///   `.deadlineExceeded`, `.invalidResponse`; `.conflict` when the volume has a snapshot of that name, `.unprocessable` at 25 snapshots.
     public func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
         let envelope: SnapshotEnvelope = try await call(
-            "POST", "/v2/volumes/\(volumeID)/snapshots", body: SnapshotCreateRequest(name: name, tags: tags))
+            .post, "/v2/volumes/\(volumeID)/snapshots", body: SnapshotCreateRequest(name: name, tags: tags))
         return envelope.snapshot
     }
 
@@ -128,7 +129,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func snapshot(id: String) async throws -> Snapshot {
-        let envelope: SnapshotEnvelope = try await call("GET", "/v2/snapshots/\(id)")
+        let envelope: SnapshotEnvelope = try await call(.get, "/v2/snapshots/\(id)")
         return envelope.snapshot
     }
 
@@ -138,7 +139,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it is gone.
     public func deleteSnapshot(id: String) async throws {
-        let _: Empty = try await call("DELETE", "/v2/snapshots/\(id)")
+        let _: Empty = try await call(.delete, "/v2/snapshots/\(id)")
     }
 
     /// Every item of a listing, 200 a page, until DigitalOcean says there is no next page or all are read.
@@ -148,7 +149,7 @@ public struct DOClient: Sendable {
         var all: [List.Item] = []
         var page = 1
         while true {
-            let list: List = try await call("GET", path, query: query + [("per_page", "200"), ("page", String(page))])
+            let list: List = try await call(.get, path, query: query + [("per_page", "200"), ("page", String(page))])
             all += list.items
             if list.items.isEmpty || list.links.pages?.next == nil || all.count >= list.meta.total { return all }
             page += 1
@@ -168,7 +169,7 @@ public struct DOClient: Sendable {
     ///   `.deadlineExceeded`, `.invalidResponse`; `.unprocessable` for a size that is not larger, or a pending event on the volume.
     public func resize(volumeID: String, sizeGigabytes: Int, region: String) async throws -> Action {
         let body = VolumeActionRequest(type: "resize", region: region, sizeGigabytes: sizeGigabytes)
-        let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
+        let envelope: ActionEnvelope = try await call(.post, "/v2/volumes/\(volumeID)/actions", body: body)
         return envelope.action
     }
 
@@ -184,7 +185,7 @@ public struct DOClient: Sendable {
     ///   (`isPendingEvent`), or the droplet has 15 volumes (`isDropletVolumeLimit`).
     public func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         let body = VolumeActionRequest(type: "attach", dropletID: dropletID, region: region)
-        let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
+        let envelope: ActionEnvelope = try await call(.post, "/v2/volumes/\(volumeID)/actions", body: body)
         return envelope.action
     }
 
@@ -200,7 +201,7 @@ public struct DOClient: Sendable {
     ///   another action is pending (`isPendingEvent`).
     public func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
         let body = VolumeActionRequest(type: "detach", dropletID: dropletID, region: region)
-        let envelope: ActionEnvelope = try await call("POST", "/v2/volumes/\(volumeID)/actions", body: body)
+        let envelope: ActionEnvelope = try await call(.post, "/v2/volumes/\(volumeID)/actions", body: body)
         return envelope.action
     }
 
@@ -213,7 +214,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`.
     public func action(volumeID: String, actionID: Int) async throws -> Action {
-        let envelope: ActionEnvelope = try await call("GET", "/v2/volumes/\(volumeID)/actions/\(actionID)")
+        let envelope: ActionEnvelope = try await call(.get, "/v2/volumes/\(volumeID)/actions/\(actionID)")
         return envelope.action
     }
 
@@ -226,7 +227,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist (destroyed).
     public func droplet(id: Int) async throws -> Droplet {
-        let envelope: DropletEnvelope = try await call("GET", "/v2/droplets/\(id)")
+        let envelope: DropletEnvelope = try await call(.get, "/v2/droplets/\(id)")
         return envelope.droplet
     }
 
@@ -238,7 +239,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`.
     public func createTag(name: String) async throws {
-        let _: Empty = try await call("POST", "/v2/tags", body: TagCreateRequest(name: name))
+        let _: Empty = try await call(.post, "/v2/tags", body: TagCreateRequest(name: name))
     }
 
     /// Tags a droplet (204).
@@ -250,7 +251,7 @@ public struct DOClient: Sendable {
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when the tag does not exist.
     public func tag(dropletID: Int, with name: String) async throws {
         let body = TagResourcesRequest(resources: [.init(resourceID: String(dropletID), resourceType: "droplet")])
-        let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
+        let _: Empty = try await call(.post, "/v2/tags/\(name)/resources", body: body)
     }
 
     /// Tags a volume (204).
@@ -262,7 +263,7 @@ public struct DOClient: Sendable {
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when the tag does not exist.
     public func tagVolume(id: String, with name: String) async throws {
         let body = TagResourcesRequest(resources: [.init(resourceID: id, resourceType: "volume")])
-        let _: Empty = try await call("POST", "/v2/tags/\(name)/resources", body: body)
+        let _: Empty = try await call(.post, "/v2/tags/\(name)/resources", body: body)
     }
 
     /// Takes a tag off a volume (204).
@@ -274,7 +275,7 @@ public struct DOClient: Sendable {
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when the tag does not exist.
     public func untagVolume(id: String, from name: String) async throws {
         let body = TagResourcesRequest(resources: [.init(resourceID: id, resourceType: "volume")])
-        let _: Empty = try await call("DELETE", "/v2/tags/\(name)/resources", body: body)
+        let _: Empty = try await call(.delete, "/v2/tags/\(name)/resources", body: body)
     }
 
     /// Deletes a tag, untagging everything it was on (204).
@@ -283,7 +284,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func deleteTag(name: String) async throws {
-        let _: Empty = try await call("DELETE", "/v2/tags/\(name)")
+        let _: Empty = try await call(.delete, "/v2/tags/\(name)")
     }
 
     // MARK: Plumbing
@@ -291,26 +292,23 @@ public struct DOClient: Sendable {
     private struct Empty: Codable {}
 
     private func call<Response: Decodable>(
-        _ method: String, _ path: String, query: [(String, String)] = [], body: (some Encodable)? = Optional<Empty>.none
+        _ method: HTTPRequest.Method, _ path: String, query: [(String, String)] = [], body: (some Encodable)? = Optional<Empty>.none
     ) async throws -> Response {
         let operation = "\(method) \(path)"
         var url = baseURL + path
         if !query.isEmpty {
             url += "?" + query.map { "\($0.0)=\(Self.percentEncode($0.1))" }.joined(separator: "&")
         }
-        var headers: [(name: String, value: String)] = [
-            ("Authorization", "Bearer \(token)"),
-            ("Accept", "application/json"),
-        ]
+        var headers: HTTPFields = [.authorization: "Bearer \(token)", .accept: "application/json"]
         var bodyBytes: [UInt8]?
         if let body {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             bodyBytes = Array(try encoder.encode(body))
-            headers.append(("Content-Type", "application/json"))
+            headers[.contentType] = "application/json"
         }
         let response = try await send(
-            HTTPRequest(method: method, url: url, headers: headers, body: bodyBytes, timeout: retry.attemptTimeout),
+            TransportRequest(method: method, url: url, headers: headers, body: bodyBytes, timeout: retry.attemptTimeout),
             operation: operation)
         if Response.self == Empty.self { return Empty() as! Response }
         do {
@@ -323,7 +321,7 @@ public struct DOClient: Sendable {
     }
 
     /// Sends with retries; returns only a 2xx response.
-    private func send(_ request: HTTPRequest, operation: String) async throws -> HTTPResponse {
+    private func send(_ request: TransportRequest, operation: String) async throws -> TransportResponse {
         let deadline = Deadline.bounding(time.now().advanced(by: retry.deadline))
         var request = request
         var attempt = 0
@@ -348,7 +346,7 @@ public struct DOClient: Sendable {
                         "http.method": "\(request.method)", "do.operation": "\(operation)",
                         "http.status": "\(response.status)", "attempt": "\(attempt)",
                         "duration.ms": "\(Int(elapsed.milliseconds.rounded()))",
-                        "ratelimit.remaining": "\(response.headers["ratelimit-remaining"] ?? "-")",
+                        "ratelimit.remaining": "\(response.headers[.rateLimitRemaining] ?? "-")",
                     ])
                 if (200..<300).contains(response.status) { return response }
                 lastError = Self.error(from: response, operation: operation)
@@ -383,14 +381,14 @@ public struct DOClient: Sendable {
     /// The wait before retrying: what a 429 asks for (`Retry-After`, else until `ratelimit-reset`), else the
     /// backoff. Header values that are not numbers are ignored; absurd ones (∞, 1e19) are clamped, and a wait past
     /// the deadline then fails the call at once.
-    private func retryWait(for response: HTTPResponse, retry number: Int) -> Duration {
+    private func retryWait(for response: TransportResponse, retry number: Int) -> Duration {
         guard response.status == 429 else { return retry.backoff(retry: number) }
-        if let value = response.headers["retry-after"], let seconds = Double(value.trimmedWhitespace),
+        if let value = response.headers[.retryAfter], let seconds = Double(value.trimmedWhitespace),
             let wait = Duration.clamped(seconds: seconds)
         {
             return wait
         }
-        if let value = response.headers["ratelimit-reset"], let epoch = Double(value.trimmedWhitespace),
+        if let value = response.headers[.rateLimitReset], let epoch = Double(value.trimmedWhitespace),
             let wait = Duration.clamped(seconds: epoch - time.wallClock().timeIntervalSince1970), wait > .zero
         {
             return wait
@@ -402,7 +400,7 @@ public struct DOClient: Sendable {
         status == 429 || (status >= 500 && status != 501)
     }
 
-    static func error(from response: HTTPResponse, operation: String) -> DOError {
+    static func error(from response: TransportResponse, operation: String) -> DOError {
         let code: DOError.Code
         switch response.status {
         case 401: code = .unauthorized
@@ -426,4 +424,10 @@ public struct DOClient: Sendable {
     }
 
     static func percentEncode(_ value: String) -> String { value.percentEncodedQueryValue }
+}
+
+extension HTTPField.Name {
+    /// DigitalOcean's rate-limit headers: requests left in the window, and when it resets (Unix seconds).
+    static let rateLimitRemaining = HTTPField.Name("ratelimit-remaining")!
+    static let rateLimitReset = HTTPField.Name("ratelimit-reset")!
 }

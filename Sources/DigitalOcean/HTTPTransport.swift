@@ -1,15 +1,18 @@
-/// One HTTP request as the DigitalOcean clients send it.
-public struct HTTPRequest: Sendable {
-    public var method: String
+import HTTPTypes
+
+/// One HTTP request as the DigitalOcean clients send it: HTTPTypes' method and fields, and the whole URL (the
+/// transport resolves and connects to it).
+public struct TransportRequest: Sendable {
+    public var method: HTTPRequest.Method
     public var url: String
-    /// Header names and values, sent in this order.
-    public var headers: [(name: String, value: String)]
+    /// Sent in this order.
+    public var headers: HTTPFields
     public var body: [UInt8]?
     /// The whole exchange, connect included, must finish within this time.
     public var timeout: Duration
 
     public init(
-        method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8]? = nil,
+        method: HTTPRequest.Method, url: String, headers: HTTPFields = [:], body: [UInt8]? = nil,
         timeout: Duration = .seconds(30)
     ) {
         self.method = method
@@ -20,13 +23,13 @@ public struct HTTPRequest: Sendable {
     }
 }
 
-/// One HTTP response. Header names are lower-cased.
-public struct HTTPResponse: Sendable {
+/// One HTTP response: its status code, HTTPTypes' fields (looked up by name, in any case), and its body.
+public struct TransportResponse: Sendable {
     public var status: Int
-    public var headers: [String: String]
+    public var headers: HTTPFields
     public var body: [UInt8]
 
-    public init(status: Int, headers: [String: String] = [:], body: [UInt8] = []) {
+    public init(status: Int, headers: HTTPFields = [:], body: [UInt8] = []) {
         self.status = status
         self.headers = headers
         self.body = body
@@ -60,5 +63,5 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
 /// (`CurlTransport`); tests use it against the simulator too.
 public protocol HTTPTransport: Sendable {
     /// Sends one request and returns the response, whatever its status. Throws `TransportError` when there is none.
-    func send(_ request: HTTPRequest) async throws -> HTTPResponse
+    func send(_ request: TransportRequest) async throws -> TransportResponse
 }

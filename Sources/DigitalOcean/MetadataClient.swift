@@ -52,7 +52,7 @@ public struct MetadataClient: Sendable {
         var last = ""
         for attempt in 1...max(attempts, 1) {
             do {
-                let response = try await transport.send(HTTPRequest(method: "GET", url: url, timeout: timeout))
+                let response = try await transport.send(TransportRequest(method: .get, url: url, timeout: timeout))
                 if response.status == 200 {
                     return String(decoding: response.body, as: UTF8.self).trimmedWhitespace
                 }

@@ -2,6 +2,7 @@ import CurlTransport
 import DOSimulator
 import DigitalOcean
 import Foundation
+import HTTPTypes
 import Logging
 import Subprocess
 import Testing
@@ -62,19 +63,19 @@ import Testing
         _ = try? await client.createSnapshot(volumeID: volume.id, name: "pgdata-before", tags: [])
         #expect(try await client.snapshots(volumeID: volume.id).map(\.id) == [snapshot.id])
         _ = try await client.snapshot(id: snapshot.id)
-        _ = try await raw(transport, running, "GET", "/v2/volumes/snapshots/\(snapshot.id)", nil)
+        _ = try await raw(transport, running, .get, "/v2/volumes/snapshots/\(snapshot.id)", nil)
         let restored = try await client.createVolume(
             VolumeCreateRequest(name: "restored", sizeGigabytes: 1, region: "nyc1", snapshotID: snapshot.id))
         #expect(restored.sizeGigabytes == 10, "a volume from a snapshot is as large as the snapshot's volume")
         try await client.deleteSnapshot(id: snapshot.id)
         _ = try? await client.snapshot(id: snapshot.id)
         let second = try await client.createSnapshot(volumeID: volume.id, name: "pgdata-2", tags: [])
-        _ = try await raw(transport, running, "DELETE", "/v2/volumes/snapshots/\(second.id)", nil)
+        _ = try await raw(transport, running, .delete, "/v2/volumes/snapshots/\(second.id)", nil)
         // The heartbeat: a tag made, put on the droplet, seen in the droplet object, deleted.
         try await client.createTag(name: "do-storage-lease-1001-1795000000")
         try await client.tag(dropletID: 1001, with: "do-storage-lease-1001-1795000000")
         #expect(try await client.droplet(id: 1001).tags == ["do-storage-lease-1001-1795000000"])
-        _ = try await raw(transport, running, "DELETE", "/v2/tags/do-storage-lease-1001-1795000000/resources",
+        _ = try await raw(transport, running, .delete, "/v2/tags/do-storage-lease-1001-1795000000/resources",
                           #"{"resources":[{"resource_id":"1001","resource_type":"droplet"}]}"#)
         try await client.deleteTag(name: "do-storage-lease-1001-1795000000")
         _ = try? await client.deleteTag(name: "do-storage-lease-1001-1795000000")
@@ -88,20 +89,20 @@ import Testing
         _ = try? await DOClient(baseURL: running.apiURL, token: "wrong", transport: transport, logger: Logger(label: "c"))
             .volumes(named: "x", region: "nyc1")
         // The endpoints the client does not use but the simulator serves: by-name actions, /v2/actions, delete by name.
-        let byName = try await raw(transport, running, "POST", "/v2/volumes/actions",
+        let byName = try await raw(transport, running, .post, "/v2/volumes/actions",
                                    #"{"type":"attach","volume_name":"plain","droplet_id":1001,"region":"nyc1"}"#)
         let actionID = try #require(
             (try JSONSerialization.jsonObject(with: Data(byName.body)) as? [String: [String: Any]])?["action"]?["id"] as? Int)
-        _ = try await raw(transport, running, "GET", "/v2/actions/\(actionID)", nil)
-        _ = try await raw(transport, running, "POST", "/v2/volumes/\(volume.id)/actions",
+        _ = try await raw(transport, running, .get, "/v2/actions/\(actionID)", nil)
+        _ = try await raw(transport, running, .post, "/v2/volumes/\(volume.id)/actions",
                           #"{"type":"resize","size_gigabytes":20,"region":"nyc1"}"#)
         try await client.deleteVolume(id: volume.id)
         while try await client.volume(id: try #require(try await client.volumes(named: "plain", region: "nyc1").first).id).dropletIDs.isEmpty {}
-        let detachPlain = try await raw(transport, running, "POST", "/v2/volumes/actions",
+        let detachPlain = try await raw(transport, running, .post, "/v2/volumes/actions",
                                         #"{"type":"detach","volume_name":"plain","droplet_id":1001,"region":"nyc1"}"#)
         #expect(detachPlain.status == 202)
         while try await client.volumes(named: "plain", region: "nyc1").first?.dropletIDs.isEmpty == false {}
-        _ = try await raw(transport, running, "DELETE", "/v2/volumes?name=plain&region=nyc1", nil)
+        _ = try await raw(transport, running, .delete, "/v2/volumes?name=plain&region=nyc1", nil)
         await running.stop()
 
         let exchanges = server.recorded
@@ -123,10 +124,12 @@ import Testing
         #expect(report.contains("contract: \(exchanges.count) valid exchanges, 0 invalid"), "\(report)")
     }
 
-    func raw(_ transport: CurlTransport, _ running: RunningSimulator, _ method: String, _ path: String, _ body: String?) async throws -> HTTPResponse {
-        var headers: [(name: String, value: String)] = [("Authorization", "Bearer contract-token")]
-        if body != nil { headers.append(("Content-Type", "application/json")) }
+    func raw(
+        _ transport: CurlTransport, _ running: RunningSimulator, _ method: HTTPRequest.Method, _ path: String, _ body: String?
+    ) async throws -> TransportResponse {
+        var headers: HTTPFields = [.authorization: "Bearer contract-token"]
+        if body != nil { headers[.contentType] = "application/json" }
         return try await transport.send(
-            HTTPRequest(method: method, url: running.apiURL + path, headers: headers, body: body.map { Array($0.utf8) }))
+            TransportRequest(method: method, url: running.apiURL + path, headers: headers, body: body.map { Array($0.utf8) }))
     }
 }
