@@ -15,6 +15,7 @@ WORKDIR /src
 COPY Package.swift config.json ./
 COPY Sources Sources
 COPY Tests Tests
+COPY Benchmarks Benchmarks
 COPY plugin/build plugin/symbol-order.txt plugin/text-layout.ld plugin/
 RUN plugin/build
 

@@ -8,10 +8,10 @@ let swiftSettings: [SwiftSetting] = [
 let package = Package(
     name: "do-storage",
     platforms: [.macOS(.v15)],
+    // The one product shipped: the plugin's binary. The simulator (do-sim) and the benchmark (do-storage-bench) are
+    // built by name for the tests, the demo and `make bench` (`swift build --product do-sim`), never shipped.
     products: [
         .executable(name: "do-storage", targets: ["do-storage"]),
-        .executable(name: "do-sim", targets: ["do-sim"]),
-        .executable(name: "do-storage-bench", targets: ["do-storage-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -74,7 +74,7 @@ let package = Package(
         // The orchestration: mount/unmount/create/remove, persisted state, the seam protocols.
         .target(
             name: "VolumeService",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -84,7 +84,7 @@ let package = Package(
         // Docker's VolumeDriver wire format and routes.
         .target(
             name: "VolumePlugin",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "VolumeService",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -96,7 +96,7 @@ let package = Package(
         // Configuration and assembly of the concrete parts (kept out of main so tests inject configuration).
         .target(
             name: "PluginApp",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "VolumePlugin", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices",
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -118,10 +118,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // ------------------------------------------------------------------------------------------------------------
+        // Test-only targets, under Tests/Support and Benchmarks: what the tests, the demo and the benchmark use. None
+        // of them is linked into the plugin.
+
         // The DigitalOcean simulator (tests, demo, benchmarks).
         .target(
             name: "DOSimulator",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DigitalOcean",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -130,18 +134,21 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            path: "Tests/Support/DOSimulator",
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "do-sim",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DOSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            path: "Tests/Support/do-sim",
             swiftSettings: swiftSettings),
+        // The benchmark: the orchestration over fakes and real devices, the plugin's binary, the load on its socket.
         .executableTarget(
             name: "do-storage-bench",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DOSimulator", "VolumeService", "VolumePlugin", "PluginApp", "DigitalOcean", "CurlTransport", "HostDevices", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -150,28 +157,30 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
+            path: "Benchmarks/do-storage-bench",
             swiftSettings: swiftSettings),
 
-        // Fakes and harnesses shared by the test targets.
+        // Fakes and harnesses shared by the test targets and the benchmark.
         .target(
             name: "TestSupport",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DOSimulator", "VolumeService", "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
+            path: "Tests/Support/TestSupport",
             swiftSettings: swiftSettings),
 
         .testTarget(name: "DigitalOceanTests", dependencies: ["Timekeeping", "DigitalOcean", "CurlTransport", "DOSimulator"]),
         .testTarget(
             name: "VolumeServiceTests",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "VolumeService", "DigitalOcean", "DOSimulator", "TestSupport",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .testTarget(
             name: "VolumePluginTests",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "VolumePlugin", "VolumeService", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
@@ -191,7 +200,7 @@ let package = Package(
             dependencies: ["Timekeeping", "PluginApp", "VolumePlugin", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Timekeeping", 
+            dependencies: ["Timekeeping",
                 "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "VolumePlugin", "do-storage",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
