@@ -42,10 +42,12 @@ let package = Package(
         // The time and its waits (real or virtual), deadlines, and durations read from text: for the clients and
         // the orchestration alike.
         .target(name: "Timekeeping", swiftSettings: swiftSettings),
+        // The shape of the plugin's simple errors: a code to match, a message to act on.
+        .target(name: "TypedErrors", swiftSettings: swiftSettings),
         .target(
             name: "DigitalOcean",
             dependencies: [
-                "Timekeeping",
+                "Timekeeping", "TypedErrors",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -65,7 +67,7 @@ let package = Package(
         .target(
             name: "HostDevices",
             dependencies: [
-                "CUdev", "CBlkid", "VolumeService",
+                "CUdev", "CBlkid", "VolumeService", "TypedErrors",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -75,7 +77,7 @@ let package = Package(
         .target(
             name: "VolumeService",
             dependencies: ["Timekeeping",
-                "DigitalOcean",
+                "DigitalOcean", "TypedErrors",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

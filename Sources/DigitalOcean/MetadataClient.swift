@@ -2,6 +2,7 @@ import FoundationEssentials
 import Glibc
 import Logging
 import Timekeeping
+import TypedErrors
 
 /// This droplet's identity.
 public struct DropletIdentity: Sendable, Equatable {
@@ -69,21 +70,12 @@ public struct MetadataClient: Sendable {
 }
 
 /// The droplet's identity could not be read from the metadata service.
-public struct MetadataError: Error, CustomStringConvertible, Sendable {
-    public enum Code: Sendable, Equatable {
-        /// No answer, or not HTTP 200, after every attempt: not on a droplet, or the service is down.
-        case unreachable
-        /// An answer that is not a droplet id or a region.
-        case invalidAnswer
-    }
+public typealias MetadataError = CodedError<MetadataErrorCode>
 
-    public var code: Code
-    public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { message }
+/// What kind of `MetadataError` it is.
+public enum MetadataErrorCode: Sendable, Equatable {
+    /// No answer, or not HTTP 200, after every attempt: not on a droplet, or the service is down.
+    case unreachable
+    /// An answer that is not a droplet id or a region.
+    case invalidAnswer
 }

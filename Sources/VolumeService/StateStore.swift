@@ -2,6 +2,7 @@ import FoundationEssentials
 import Glibc
 import NIOConcurrencyHelpers
 import NIOPosix
+import TypedErrors
 
 /// What the plugin knows of one Docker volume.
 public struct VolumeRecord: Codable, Sendable, Equatable {
@@ -209,21 +210,12 @@ public struct StateStore: Sendable {
 }
 
 /// The plugin's state file could not be read or written.
-public struct StateError: Error, CustomStringConvertible, Sendable {
-    public enum Code: Sendable, Equatable {
-        /// state.json is not what the plugin writes: it is left alone, and the plugin does not start.
-        case damaged
-        /// The new state could not be written or put in place; the previous file is intact.
-        case write
-    }
+public typealias StateError = CodedError<StateErrorCode>
 
-    public var code: Code
-    public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public var description: String { message }
+/// What kind of `StateError` it is.
+public enum StateErrorCode: Sendable, Equatable {
+    /// state.json is not what the plugin writes: it is left alone, and the plugin does not start.
+    case damaged
+    /// The new state could not be written or put in place; the previous file is intact.
+    case write
 }

@@ -32,60 +32,71 @@ import VolumeService
     @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
         try await withConnection { connection, node in
             // One write: a Mount that waits for a 200 ms attach, then lookups answered at once.
-            try connection.send(
-                Self.request("VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)
-                    + Self.request("VolumeDriver.Get", #"{"Name":"data"}"#)
-                    + Self.request("VolumeDriver.Capabilities", "")
-                    + Self.request("VolumeDriver.Path", #"{"Name":"data"}"#))
-            let answers = try (0..<4).map { _ in try connection.receiveAnswer() }
+            let requests = Self.request("VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)
+                + Self.request("VolumeDriver.Get", #"{"Name":"data"}"#)
+                + Self.request("VolumeDriver.Capabilities", "")
+                + Self.request("VolumeDriver.Path", #"{"Name":"data"}"#)
+            let answers = try await connection.blocking { connection in
+                try connection.send(requests)
+                return try (0..<4).map { _ in try connection.receiveAnswer() }
+            }
             #expect(answers.map(\.status) == [200, 200, 200, 200])
             let mountpoint = node.configuration.mountRoot + "/data"
-            #expect(answers[0].object["Mountpoint"] as? String == mountpoint)
-            let volume = try #require(answers[1].object["Volume"] as? [String: Any])
+            #expect(try answers[0].object()["Mountpoint"] as? String == mountpoint)
+            let volume = try #require(try answers[1].object()["Volume"] as? [String: Any])
             #expect(volume["Mountpoint"] as? String == mountpoint, "Get was answered after the Mount, not before")
-            #expect(answers[2].object["Capabilities"] != nil)
-            #expect(answers[3].object["Mountpoint"] as? String == mountpoint)
+            #expect(try answers[2].object()["Capabilities"] != nil)
+            #expect(try answers[3].object()["Mountpoint"] as? String == mountpoint)
         }
     }
 
     @Test func aBodyPastTheLimitIsRefusedAndTheConnectionServesOn() async throws {
         try await withConnection { connection, _ in
             let huge = #"{"Name":""# + String(repeating: "a", count: VolumeDriverChannelHandler.bodyLimit) + #""}"#
-            try connection.send(Self.request("VolumeDriver.Get", huge))
-            let refused = try connection.receiveAnswer()
+            try await connection.blocking { try $0.send(Self.request("VolumeDriver.Get", huge)) }
+            let refused = try await connection.blocking { try $0.receiveAnswer() }
             #expect(refused.status == 500)
-            #expect((refused.object["Err"] as? String)?.contains("more than \(VolumeDriverChannelHandler.bodyLimit) bytes") == true)
-            try connection.send(Self.request("VolumeDriver.Get", #"{"Name":"data"}"#))
-            #expect(try connection.receiveAnswer().object["Volume"] != nil)
+            #expect(try (refused.object()["Err"] as? String)?.contains("more than \(VolumeDriverChannelHandler.bodyLimit) bytes") == true)
+            try await connection.blocking { try $0.send(Self.request("VolumeDriver.Get", #"{"Name":"data"}"#)) }
+            #expect(try await connection.blocking { try $0.receiveAnswer() }.object()["Volume"] != nil)
         }
     }
 
     @Test func aPathThatIsNoRequestIsNotFound() async throws {
         try await withConnection { connection, _ in
-            try connection.send(Self.request("VolumeDriver.Nope", "{}"))
-            let answer = try connection.receiveAnswer()
+            try await connection.blocking { try $0.send(Self.request("VolumeDriver.Nope", "{}")) }
+            let answer = try await connection.blocking { try $0.receiveAnswer() }
             #expect(answer.status == 404)
-            #expect(answer.object["Err"] as? String == "no such request: POST /VolumeDriver.Nope")
-            try connection.send("GET /VolumeDriver.Get HTTP/1.1\r\nHost: plugin\r\n\r\n")
-            #expect(try connection.receiveAnswer().status == 404, "the protocol's requests are POSTs")
+            #expect(try answer.object()["Err"] as? String == "no such request: POST /VolumeDriver.Nope")
+            try await connection.blocking { try $0.send("GET /VolumeDriver.Get HTTP/1.1\r\nHost: plugin\r\n\r\n") }
+            #expect(try await connection.blocking { try $0.receiveAnswer() }.status == 404, "the protocol's requests are POSTs")
         }
     }
 
     @Test func connectionCloseIsAnsweredThenClosed() async throws {
         try await withConnection { connection, _ in
-            try connection.send(Self.request("VolumeDriver.List", "{}", close: true))
-            let answer = try connection.receiveAnswer()
+            try await connection.blocking { try $0.send(Self.request("VolumeDriver.List", "{}", close: true)) }
+            let answer = try await connection.blocking { try $0.receiveAnswer() }
             #expect(answer.status == 200)
             #expect(answer.head.lowercased().contains("connection: close"))
-            #expect(try connection.receiveToEnd().isEmpty, "the server closed the connection after the answer")
+            #expect(try await connection.blocking { try $0.receiveToEnd() }.isEmpty, "the server closed the connection after the answer")
         }
     }
 }
 
-/// A blocking TCP connection to 127.0.0.1 with a 10 s receive timeout, so that a missing answer fails the test.
+/// A TCP connection to 127.0.0.1 with a 10 s receive timeout, so that a missing answer fails the test. Its blocking
+/// calls run on a Dispatch queue of its own, never on Swift's cooperative pool, which the server under test needs.
 final class RawConnection: @unchecked Sendable {
     let fd: Int32
     private var pending: [UInt8] = []
+    private let queue = DispatchQueue(label: "raw-connection")
+
+    /// Runs `work` on the connection's queue and awaits it.
+    func blocking<T: Sendable>(_ work: @escaping @Sendable (RawConnection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try work(self) }) }
+        }
+    }
 
     init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -112,8 +123,20 @@ final class RawConnection: @unchecked Sendable {
         }
     }
 
-    /// One answer: its status, head and JSON body (read by Content-Length).
-    func receiveAnswer() throws -> (status: Int, head: String, object: [String: Any]) {
+    /// An answer as it came: its status, head and body.
+    struct Answer: Sendable {
+        var status: Int
+        var head: String
+        var body: Data
+
+        /// The body's JSON object; an answer without one fails the test.
+        func object() throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any], "the answer has no JSON object: \(head)")
+        }
+    }
+
+    /// One answer, read by its Content-Length.
+    func receiveAnswer() throws -> Answer {
         while true {
             if let end = pending.firstRange(of: Array("\r\n\r\n".utf8)) {
                 let head = String(decoding: pending[..<end.lowerBound], as: UTF8.self)
@@ -123,9 +146,7 @@ final class RawConnection: @unchecked Sendable {
                 if pending.count >= end.upperBound + length {
                     let body = Data(pending[end.upperBound..<(end.upperBound + length)])
                     pending.removeFirst(end.upperBound + length)
-                    let status = Int(head.split(separator: " ")[1]) ?? 0
-                    let object = try JSONSerialization.jsonObject(with: body) as? [String: Any]
-                    return (status, head, try #require(object, "the answer has no JSON object: \(head)"))
+                    return Answer(status: Int(head.split(separator: " ")[1]) ?? 0, head: head, body: body)
                 }
             }
             guard try receive() else { throw ConnectionError("the connection closed before a whole answer") }
