@@ -36,6 +36,10 @@ public struct MetadataClient: Sendable {
         self.time = time
     }
 
+    /// Reads this droplet's id and region, retrying a failed read.
+    ///
+    /// - Returns: The droplet's id and region.
+    /// - Throws: `MetadataError` `.unreachable` after every attempt failed, `.invalidAnswer` for an answer that is no id or region.
     public func identity() async throws -> DropletIdentity {
         let idText = try await fetch("id")
         guard let id = Int(idText) else {

@@ -211,6 +211,9 @@ public struct TagCreateRequest: Codable, Sendable, Equatable {
     public init(name: String) { self.name = name }
 
     /// A DigitalOcean tag name: `^[a-zA-Z0-9_\-:]{1,255}$`.
+    ///
+    /// - Parameter name: A tag name.
+    /// - Returns: Whether DigitalOcean takes it.
     public static func isValid(name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 255
             && name.utf8.allSatisfy { byte in

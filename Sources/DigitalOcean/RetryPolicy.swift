@@ -27,6 +27,9 @@ public struct RetryPolicy: Sendable {
     }
 
     /// The backoff before retry number `retry` (1-based).
+    ///
+    /// - Parameter retry: Which retry it is, from 1.
+    /// - Returns: The wait: `initialBackoff`, doubled for each retry after the first, at most `maxBackoff`.
     public func backoff(retry: Int) -> Duration {
         var wait = initialBackoff
         for _ in 1..<max(retry, 1) {

@@ -10,6 +10,9 @@ import VolumeService
 public struct LinuxFilesystem: HostFilesystem {
     private let logger: Logger
 
+    /// The host's filesystems, through libblkid, mount(2) and the filesystem tools.
+    ///
+    /// - Parameter logger: Told of formats, growth and freezes.
     public init(logger: Logger) {
         self.logger = logger
     }
@@ -303,6 +306,11 @@ final class BlockProbe {
 /// Reading procfs files: they report a size of 0 and are produced page by page, so they are read with read(2)
 /// until end of file (a size-based read sees a truncated or empty file). Blocking: call off the cooperative pool.
 public enum ProcFile {
+    /// Reads the whole file.
+    ///
+    /// - Parameter path: A file under /proc.
+    /// - Returns: The whole file, as UTF-8.
+    /// - Throws: `DeviceError` `.io` when it cannot be opened or read.
     public static func read(_ path: String) throws -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw DeviceError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
@@ -324,6 +332,10 @@ public enum ProcFile {
 
 /// Parses `/proc/self/mountinfo`.
 public enum MountInfo {
+    /// The mounts it lists.
+    ///
+    /// - Parameter text: The file's contents.
+    /// - Returns: Every mount, with its source, mount point (octal escapes decoded) and filesystem type.
     public static func parse(_ text: String) -> [MountEntry] {
         text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: false)

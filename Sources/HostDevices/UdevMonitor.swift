@@ -153,6 +153,9 @@ public enum BlockDevice {
     /// udev's links are relative to the folder it made them in (`/dev/disk/by-id/scsi-0DO_Volume_x -> ../../sda`),
     /// and kernel device nodes sit directly in /dev. The managed plugin sees the host's /dev/disk mounted elsewhere,
     /// where `../../sda` leads nowhere, so a relative link names the node in /dev by its last component.
+    ///
+    /// - Parameter path: A link under /dev/disk, or a device node.
+    /// - Returns: The block device node; nil when the path leads to none.
     public static func resolve(_ path: String) -> String? {
         var candidate = path
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)

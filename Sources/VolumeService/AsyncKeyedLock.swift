@@ -11,6 +11,13 @@ public final class AsyncKeyedLock: Sendable {
     public init() {}
 
     /// Runs `body` while holding the lock for `key`. Waiters are served in arrival order.
+    ///
+    /// - Parameters:
+    ///   - key: What to lock: a volume's name, say.
+    ///   - isolation: The caller's actor, which `body` runs on.
+    ///   - body: The work to do while holding the lock.
+    /// - Returns: What `body` returns.
+    /// - Throws: What `body` throws; the lock is released either way.
     public func withLock<T: Sendable>(
         _ key: String, isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> T
     ) async rethrows -> T {
@@ -20,6 +27,9 @@ public final class AsyncKeyedLock: Sendable {
     }
 
     /// Whether someone holds the lock for `key` now.
+    ///
+    /// - Parameter key: What may be locked.
+    /// - Returns: Whether the lock is held.
     public func isLocked(_ key: String) -> Bool {
         entries.withLockedValue { $0[key] != nil }
     }

@@ -18,6 +18,7 @@ public final class EventSignal: Sendable {
 
     public var generation: UInt64 { state.withLockedValue { $0.generation } }
 
+    /// Starts a new generation and wakes every waiter.
     public func fire() {
         let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
             state.generation &+= 1
@@ -28,6 +29,8 @@ public final class EventSignal: Sendable {
     }
 
     /// Returns once the generation differs from `seen`, or when the task is cancelled.
+    ///
+    /// - Parameter seen: The generation the caller saw last.
     public func wait(after seen: UInt64) async {
         let id = state.withLockedValue { state -> UInt64 in
             state.nextWaiter &+= 1
@@ -49,6 +52,12 @@ public final class EventSignal: Sendable {
     }
 
     /// Returns true when the signal fired within `timeout`, false when the time ran out.
+    ///
+    /// - Parameters:
+    ///   - seen: The generation the caller saw last.
+    ///   - timeout: How long to wait at most.
+    ///   - time: The clock to wait by.
+    /// - Returns: Whether the signal fired in time.
     public func wait(after seen: UInt64, within timeout: Duration, time: TimeSource) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
             group.addTask {

@@ -8,11 +8,21 @@ public enum LeaseTag {
     public static let prefix = "do-storage-lease-"
 
     /// The tag for a heartbeat of `droplet` at `time`.
+    ///
+    /// - Parameters:
+    ///   - droplet: The droplet's id.
+    ///   - time: When the heartbeat was renewed.
+    /// - Returns: The tag's name, `do-storage-lease-<droplet>-<Unix seconds>`.
     public static func name(droplet: Int, at time: Date) -> String {
         prefix + "\(droplet)-\(Int(time.timeIntervalSince1970.rounded(.down)))"
     }
 
     /// The newest heartbeat of `droplet` among its tags; nil when it has none.
+    ///
+    /// - Parameters:
+    ///   - tags: A droplet's tags.
+    ///   - droplet: The droplet's id.
+    /// - Returns: When its newest heartbeat tag was renewed.
     public static func heartbeat(in tags: [String], droplet: Int) -> Date? {
         let own = prefix + "\(droplet)-"
         return tags.compactMap { tag -> Date? in
@@ -88,6 +98,8 @@ extension VolumeService {
 
     /// One step of the heartbeat: renews it when it is due and this droplet holds a volume, takes it down when this
     /// droplet holds none. Returns how long until the next step.
+    ///
+    /// - Returns: The time until the next step: what is left of the renewal interval, or at most a minute after a failed renewal.
     @discardableResult
     public func heartbeat() async -> Duration {
         await dropletLock.withLock("lease") {

@@ -14,10 +14,15 @@ public struct SignalDeviceWatcher: DeviceWatching {
     private let time: TimeSource
     private let logger: Logger?
 
+    /// A watcher woken by `signal` (udev's events), that also re-checks every `fallbackInterval`.
+    ///
     /// - Parameters:
-    ///   - resolve: the device node `path` leads to when it is usable, else nil.
+    ///   - signal: Fired on every device event.
+    ///   - fallbackInterval: How often a watch looks again without an event.
+    ///   - time: The clock to wait by.
     ///   - logger: told (warning) when a change was found by the re-check rather than an event: events are not
     ///     arriving.
+    ///   - resolve: the device node `path` leads to when it is usable, else nil.
     public init(
         signal: EventSignal, fallbackInterval: Duration = .seconds(2), time: TimeSource = .system, logger: Logger? = nil,
         resolve: @escaping @Sendable (String) -> String?
@@ -31,6 +36,7 @@ public struct SignalDeviceWatcher: DeviceWatching {
 
     public var eventCount: UInt64 { signal.generation }
 
+    // DeviceWatching: documented on the protocol.
     public func nextEvent(after count: UInt64) async -> UInt64 {
         await signal.wait(after: count)
         return signal.generation

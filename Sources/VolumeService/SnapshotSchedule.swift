@@ -24,6 +24,9 @@ public struct SnapshotRetention: Sendable, Equatable, Codable {
     public init(_ rules: [Rule]) { self.rules = rules }
 
     /// `last:4,daily:7,weekly:4`. Each rule once, each count from 1 to 1,000; throws naming the bad part.
+    ///
+    /// - Parameter text: The `snapshot_keep` option's value.
+    /// - Throws: `VolumeError` `.invalidOption`, naming the bad part.
     public init(parsing text: String) throws(VolumeError) {
         var rules: [Rule] = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false).map({ $0.trimmedWhitespace }) {
@@ -47,6 +50,9 @@ public struct SnapshotRetention: Sendable, Equatable, Codable {
     /// As a tag (`:` and `-` only): `last-4:daily-7`.
     public var tagValue: String { rules.map { "\($0.period.rawValue)-\($0.count)" }.joined(separator: ":") }
 
+    /// The rules a volume's tag records (`tagValue`); nil when the tag is not one.
+    ///
+    /// - Parameter tagValue: What `tagValue` wrote.
     public init?(tagValue: String) {
         let text = String(tagValue.map { $0 == ":" ? "," : $0 == "-" ? ":" : $0 })
         guard let parsed = try? SnapshotRetention(parsing: text) else { return nil }
@@ -54,6 +60,9 @@ public struct SnapshotRetention: Sendable, Equatable, Codable {
     }
 
     /// The ids of the snapshots to keep among `snapshots` (id, time taken).
+    ///
+    /// - Parameter snapshots: The schedule's snapshots: their ids and when they were taken.
+    /// - Returns: The ids that a rule keeps; the others are to be deleted.
     public func keep(_ snapshots: [(id: String, time: Date)]) -> Set<String> {
         let newestFirst = snapshots.sorted { $0.time > $1.time }
         var kept: Set<String> = []
@@ -109,6 +118,8 @@ public struct SnapshotSchedule: Sendable, Equatable, Codable {
     }
 
     /// The schedule a volume's tags record, if any.
+    ///
+    /// - Parameter tags: A DigitalOcean volume's tags.
     public init?(tags: [String]) {
         guard let every = tags.first(where: { $0.hasPrefix(Self.everyTagPrefix) }),
             let seconds = Int64(every.dropFirst(Self.everyTagPrefix.count)), seconds > 0
@@ -119,6 +130,9 @@ public struct SnapshotSchedule: Sendable, Equatable, Codable {
     }
 
     /// `1d`, `6h`, `90m`, `45s`: the largest whole unit.
+    ///
+    /// - Parameter duration: A whole number of seconds.
+    /// - Returns: The text, as `snapshot_every` takes it.
     public static func text(_ duration: Duration) -> String {
         let seconds = Int64(duration.seconds)
         if seconds % 86400 == 0 { return "\(seconds / 86400)d" }

@@ -119,11 +119,17 @@ public struct StateStore: Sendable {
     public var path: String { directory + "/state.json" }
     private let writer = SerialWriter()
 
+    /// A store of the state in `directory`/state.json, written atomically.
+    ///
+    /// - Parameter directory: Where state.json lives (the plugin's `STATE_DIR`).
     public init(directory: String) {
         self.directory = directory
     }
 
     /// The saved state; an empty one when there is none yet. A file that cannot be read fails with the reason.
+    ///
+    /// - Returns: The state as last saved, or an empty one.
+    /// - Throws: `StateError` `.damaged` when the file is not what the plugin writes (it is left alone).
     public func load() throws -> PersistedState {
         guard FileManager.default.fileExists(atPath: path) else { return PersistedState() }
         let data = try Data(contentsOf: URL(fileURLWithPath: path))

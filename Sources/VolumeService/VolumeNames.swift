@@ -23,6 +23,9 @@ public enum VolumeNames {
 
     /// Docker's rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), at most `maxDockerNameBytes`. Such a name cannot leave
     /// `MOUNT_ROOT`: it has no `/` and is never `.` or `..`.
+    ///
+    /// - Parameter name: A Docker volume name, as Docker sent it.
+    /// - Returns: Whether the plugin takes the name.
     public static func isValidDockerName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
         guard let first = bytes.first, bytes.count <= maxDockerNameBytes, isAlphanumeric(first) else { return false }
@@ -30,21 +33,33 @@ public enum VolumeNames {
     }
 
     /// Docker's name for an anonymous volume: 64 lowercase hex digits.
+    ///
+    /// - Parameter name: A Docker volume name.
+    /// - Returns: Whether Docker made the name up for an anonymous volume.
     public static func isAnonymous(_ name: String) -> Bool {
         name.utf8.count == 64 && name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
     }
 
     /// The DigitalOcean name to try first (nil when the mapped name is not a valid one), and the hashed name to use
     /// when the first is invalid or taken by another Docker name.
+    ///
+    /// - Parameter dockerName: A valid Docker volume name.
+    /// - Returns: The mapped name, nil when it is no valid DigitalOcean name, and the hashed name.
     public static func candidates(for dockerName: String) -> (preferred: String?, hashed: String) {
         let mapped = self.mapped(dockerName)
         return (DigitalOceanNames.isValidVolumeName(mapped) ? mapped : nil, hashedName(for: dockerName))
     }
 
     /// Whether the Docker name is used on DigitalOcean as it is.
+    ///
+    /// - Parameter dockerName: A Docker volume name.
+    /// - Returns: Whether the DigitalOcean volume has the same name.
     public static func isUsedAsIs(_ dockerName: String) -> Bool { DigitalOceanNames.isValidVolumeName(dockerName) }
 
     /// `<mapped name, at most 55>-<8 hex digits>`.
+    ///
+    /// - Parameter dockerName: A valid Docker volume name.
+    /// - Returns: A valid DigitalOcean volume name that ends in the name's hash.
     public static func hashedName(for dockerName: String) -> String {
         var base = String(mapped(dockerName).prefix(55))
         if let first = base.utf8.first, !(first >= UInt8(ascii: "a") && first <= UInt8(ascii: "z")) {
@@ -55,17 +70,26 @@ public enum VolumeNames {
     }
 
     /// The tag that records `dockerName` on its DigitalOcean volume.
+    ///
+    /// - Parameter dockerName: A valid Docker volume name.
+    /// - Returns: The tag, within DigitalOcean's 255 characters.
     public static func nameTag(for dockerName: String) -> String {
         nameTagPrefix + String(dockerName.map { $0 == "." ? ":" : $0 })
     }
 
     /// The Docker name a volume's tags record, if any.
+    ///
+    /// - Parameter tags: A DigitalOcean volume's tags.
+    /// - Returns: The Docker name its name tag records; nil when it has none.
     public static func dockerName(fromTags tags: [String]) -> String? {
         guard let tag = tags.first(where: { $0.hasPrefix(nameTagPrefix) }) else { return nil }
         return String(tag.dropFirst(nameTagPrefix.count).map { $0 == ":" ? "." : $0 })
     }
 
     /// The device link DigitalOcean gives an attached volume.
+    ///
+    /// - Parameter doName: The DigitalOcean volume's name.
+    /// - Returns: The link's name in `/dev/disk/by-id`.
     public static func deviceLinkName(for doName: String) -> String { DigitalOceanNames.deviceLinkName(forVolume: doName) }
 
     // MARK: Helpers

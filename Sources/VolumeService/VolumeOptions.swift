@@ -24,6 +24,13 @@ public enum MountOption: String, Sendable, Codable, CaseIterable {
     public var onlyFor: FilesystemType? { self == .nobarrier ? .ext4 : nil }
 
     /// Parses `noatime,discard`: every name from the allow-list, none twice. Throws naming the first bad one.
+    ///
+    /// - Parameters:
+    ///   - text: The option's value, names separated by commas.
+    ///   - option: The option's name, for the error.
+    ///   - fstype: The volume's filesystem, where known: options it does not take are refused.
+    /// - Returns: The options, in the order given.
+    /// - Throws: `VolumeError` `.invalidOption`, naming the bad name and the allowed ones.
     public static func parseList(_ text: String, option: String, fstype: FilesystemType?) throws(VolumeError) -> [MountOption] {
         var result: [MountOption] = []
         for item in text.split(separator: ",", omittingEmptySubsequences: true).map({ $0.trimmedWhitespace }) {
@@ -99,6 +106,11 @@ public struct CreateOptions: Sendable, Equatable {
 
     /// Reads and checks Docker's `Opts`. Throws a `VolumeError` (`.invalidOption`) naming the option, the value and
     /// the accepted form; an unknown option's error lists the accepted ones.
+    ///
+    /// - Parameters:
+    ///   - options: `docker volume create -o key=value` options, as Docker sends them.
+    ///   - defaultFilesystem: The filesystem when `fstype` is not given (the plugin's `DEFAULT_FSTYPE`).
+    /// - Throws: `VolumeError` `.invalidOption`, naming the option, its bad value and what it takes.
     public init(parsing options: [String: String], defaultFilesystem: FilesystemType = .ext4) throws(VolumeError) {
         let unknown = options.keys.filter { !Self.names.contains($0.lowercased()) }.sorted()
         if let first = unknown.first {
@@ -201,6 +213,9 @@ public struct CreateOptions: Sendable, Equatable {
     }
 
     /// `20`, `20G`, `20GB`, `20GiB` (GiB), `1T`, `1TB`, `1TiB` (TiB); any case. Nil when it is none of these.
+    ///
+    /// - Parameter text: A size as a user writes it.
+    /// - Returns: The size in GiB; nil when the text is no size.
     public static func gibibytes(_ text: String) -> Int? {
         let lower = text.lowercased()
         let units: [(suffix: String, scale: Int)] = [
@@ -217,5 +232,8 @@ public struct CreateOptions: Sendable, Equatable {
     }
 
     /// A DigitalOcean tag name: `^[a-zA-Z0-9_\-:]{1,255}$`.
+    ///
+    /// - Parameter tag: A tag a user gave.
+    /// - Returns: Whether DigitalOcean takes it.
     public static func isValidTag(_ tag: String) -> Bool { TagCreateRequest.isValid(name: tag) }
 }

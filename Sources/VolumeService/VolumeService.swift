@@ -69,6 +69,8 @@ public actor VolumeService: VolumeDriver {
     /// Makes the registry agree with the host before the socket opens: a record that claims a mount that is gone
     /// (the engine unmounts propagated mounts when it stops) loses its references, and a mount under the mount root
     /// that no reference holds is unmounted. Call once, before serving.
+    ///
+    /// - Throws: `DeviceError` when mountinfo cannot be read or a stale mount cannot be unmounted; `VolumeError` `.state` when the state cannot be saved.
     public func reconcileWithHost() async throws {
         let mounts = try await filesystem.mounts(under: configuration.mountRoot)
         let mounted = Dictionary(mounts.map { ($0.mountpoint, $0) }, uniquingKeysWith: { first, _ in first })
@@ -169,6 +171,7 @@ public actor VolumeService: VolumeDriver {
     /// Docker would have dropped them. No DigitalOcean call, so probing every driver for a name stays fast.
     public nonisolated var readyLookups: VolumeLookups? { lookups.withLock { $0 } }
 
+    // Get, List and Path: documented on VolumeDriver. They read the ready lookups, never the actor.
     public nonisolated func get(name: String) async throws -> VolumeInfo {
         guard let info = lookups.withLock({ $0.volume(named: name) }) else { throw VolumeError(.notFound, "no such volume: \(name)") }
         return info
@@ -184,6 +187,12 @@ public actor VolumeService: VolumeDriver {
 
     /// One deadline for the whole Mount (`mountDeadline`, 110 s): every wait and DigitalOcean call in it ends by it,
     /// the lookup of a name this droplet does not know yet included.
+    ///
+    /// - Parameters:
+    ///   - name: The Docker volume name.
+    ///   - id: The mount id Docker gives this use.
+    /// - Returns: The mount point.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
     public func mount(name: String, id: String) async throws -> String {
         try await Deadline.$current.withValue(time.now().advanced(by: configuration.mountDeadline)) {
             try await mountWithinDeadline(name: name, id: id)
