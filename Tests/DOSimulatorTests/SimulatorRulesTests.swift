@@ -80,10 +80,19 @@ import Testing
         let link = root + "/d1/scsi-0DO_Volume_pgdata"
         _ = try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
         try await attached(world, volume.id, to: 1)
-        while !FileManager.default.fileExists(atPath: link) { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.waitFor(link, present: true)
         _ = try await world.startAction(volumeID: volume.id, request: .init(type: "detach", dropletID: 1, region: "nyc1"))
-        while FileManager.default.fileExists(atPath: link) { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.waitFor(link, present: false)
         #expect(try await world.volume(id: volume.id).dropletIDs.isEmpty)
+    }
+
+    /// Waits up to 10 s for the device link to appear or go; fails the test past that.
+    static func waitFor(_ link: String, present: Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while FileManager.default.fileExists(atPath: link) != present {
+            try #require(ContinuousClock.now < deadline, "\(link) did not \(present ? "appear" : "go") within 10 s")
+            try await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     @Test func oneActionAtATimePerDroplet() async throws {
