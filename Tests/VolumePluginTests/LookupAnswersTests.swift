@@ -30,6 +30,18 @@ import VolumeService
         #expect(text.contains(#""Status":{"":"","do_id":"abc","last_error":"#))
     }
 
+    /// CreatedAt is written from the C library's calendar: the same text as Foundation's ISO 8601 format, at the
+    /// edges of days, months, leap years and centuries, and with fractions of a second dropped.
+    @Test(arguments: [
+        0, 59.999, 951_782_400, 951_868_799.5, 1_709_164_800, 1_735_689_599, 1_795_000_000.25, 4_102_444_800, 253_402_300_799,
+    ])
+    func createdAtIsWhatTheISO8601FormatWrites(seconds: Double) throws {
+        let created = Date(timeIntervalSince1970: seconds)
+        let answer = try Self.parse(LookupAnswers.get(VolumeInfo(name: "v", mountpoint: "", createdAt: created)))
+        let volume = try #require(answer["Volume"] as? [String: Any])
+        #expect(volume["CreatedAt"] as? String == created.formatted(.iso8601))
+    }
+
     @Test func listLeavesOutTheDetailsAndPathIsTheMountpoint() throws {
         let volumes = [
             VolumeInfo(name: "a", mountpoint: "", createdAt: Date(), status: ["x": "y"]),
