@@ -351,19 +351,14 @@ public struct VolumeDriverController: Sendable {
 
     /// The request body, or the reason it cannot be read (answered as `Err` by `handle`). A decoder of its own for
     /// each: a shared one takes a lock on every decode, which the event loops' threads then wait on each other for.
-    static func decode<T: DriverRequest>(_ type: T.Type, _ bytes: ByteBuffer) -> Result<T, RequestError> {
+    static func decode<T: DriverRequest>(_ type: T.Type, _ bytes: ByteBuffer) -> Result<T, VolumeError> {
         guard T.readsBody else { return .success(T.empty) }
         do {
             let json = bytes.readableBytes == 0 ? Data("{}".utf8) : Data(bytes.readableBytesView)
             return .success(try JSONDecoder().decode(T.self, from: json))
         } catch {
-            return .failure(RequestError(message: "malformed VolumeDriver request: \(error)"))
+            return .failure(VolumeError(.malformedRequest, "malformed VolumeDriver request: \(error)"))
         }
-    }
-
-    struct RequestError: Error, CustomStringConvertible {
-        var message: String
-        var description: String { message }
     }
 
     /// The fixed answers are written as they are: the JSON encoder is not worth its pages in an idle plugin's memory.

@@ -8,7 +8,7 @@ public typealias VolumeError = CodedError<VolumeErrorCode>
 public struct VolumeErrorCode: Hashable, Sendable, CustomStringConvertible {
     private enum Base: String, Hashable, Sendable {
         case notConfigured, notFound, invalidName, invalidOption, inUse, attachedElsewhere, blankDevice
-        case deviceTimeout, notBlockDevice, actionFailed, mountFailed, unmountFailed, cloud, state
+        case deviceTimeout, notBlockDevice, actionFailed, mountFailed, unmountFailed, cloud, state, malformedRequest
     }
     private let base: Base
     private init(_ base: Base) { self.base = base }
@@ -36,6 +36,8 @@ public struct VolumeErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let cloud = Self(.cloud)
     /// The state file could not be written.
     public static let state = Self(.state)
+    /// A request whose body is not the protocol's JSON.
+    public static let malformedRequest = Self(.malformedRequest)
 
     public var description: String { base.rawValue }
 }
