@@ -14,7 +14,8 @@ import NIOCore
 ///
 /// Requests are answered one at a time and in order, as HTTP/1.1 requires of a client that pipelines (Docker does
 /// not): one that arrives while another is answered waits its turn, and the connection is not read meanwhile. A
-/// path that is no request of the protocol is answered 404.
+/// path that is no request of the protocol is answered 404. On a graceful shutdown a connection closes once the
+/// answer it is making is written.
 public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPRequestPart
     public typealias OutboundIn = HTTPResponsePart
@@ -43,6 +44,8 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
     /// A read the channel asked for while an answer was made: done once it is written. Holding reads keeps what a
     /// client that pipelines can queue here to what one read brings.
     private var readPending = false
+    /// The server is shutting down gracefully: the connection closes once the answer being made is written.
+    private var quiescing = false
 
     public init(controller: VolumeDriverController) {
         self.controller = controller
@@ -78,20 +81,22 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
     private func answerNext(context: ChannelHandlerContext) {
         while !waiting.isEmpty {
             let request = waiting.removeFirst()
+            // The last answer before a graceful shutdown closes the connection.
+            let close = request.close || quiescing && waiting.isEmpty
             switch request.method == .post ? controller.endpoints[request.path] : nil {
             case nil:
-                Self.write(Self.notFound(request), close: request.close, context: context)
+                Self.write(Self.notFound(request), close: close, context: context)
             case .fixed(let answer):
-                Self.write(answer, close: request.close, context: context)
+                Self.write(answer, close: close, context: context)
             case .route where request.tooLarge:
                 let refusal = VolumeDriverController.encode(
                     VolumeDriverController.ErrorResponse(
                         err: "malformed VolumeDriver request: a body of more than \(Self.bodyLimit) bytes"),
                     status: .internalServerError)
-                Self.write(refusal, close: request.close, context: context)
+                Self.write(refusal, close: close, context: context)
             case .route(let route, let immediate):
                 if let answer = immediate?(request.body) {
-                    Self.write(answer, close: request.close, context: context)
+                    Self.write(answer, close: close, context: context)
                     continue
                 }
                 answering = true
@@ -115,7 +120,7 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
             loop.execute {
                 let handler = handler.value
                 handler.answering = false
-                write(answer, close: request.close, context: context.value)
+                write(answer, close: request.close || handler.quiescing && handler.waiting.isEmpty, context: context.value)
                 handler.answerNext(context: context.value)
                 if !handler.answering, handler.readPending {
                     handler.readPending = false
@@ -123,6 +128,16 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
                 }
             }
         }
+    }
+
+    /// A graceful shutdown (SIGTERM) asks every connection to close. One whose answer is still being made (a Mount,
+    /// say) stays open until it is written, so that Docker hears how the Mount ended; an idle one closes at once.
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, answering {
+            quiescing = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     public func read(context: ChannelHandlerContext) {

@@ -84,6 +84,32 @@ import VolumeService
     }
 }
 
+extension ConnectionTests {
+    /// SIGTERM (a graceful shutdown) while a Mount is under way: the connection stays open until Docker has the
+    /// Mount's answer, then closes. Without the handler's hold, the server would close it as idle at once.
+    @Test func aMountUnderWayAtShutdownIsAnsweredBeforeTheConnectionCloses() async throws {
+        let harness = try ServiceHarness(actionLatency: .milliseconds(500))
+        try await harness.createVolume("data")
+        let node = try await harness.node(droplet: 1001)
+        _ = try await node.service.create(name: "data", options: [:])
+        let controller = VolumeDriverController(driver: node.service, logger: Logger(label: "test"))
+        let connection = try await Application(router: Router(), server: controller.server).test(.live) { client in
+            let connection = try RawConnection(port: try #require(client.port))
+            try await connection.blocking { try $0.send(ConnectionTests.request("VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)) }
+            try await waitUntil("the Mount's attach to start", within: .seconds(10)) {
+                await harness.world.actionLog.contains { $0.type == "attach" }
+            }
+            return connection  // the test's end shuts the server down gracefully, the Mount still under way
+        }
+        defer { connection.close() }
+        let answer = try await connection.blocking { try $0.receiveAnswer() }
+        #expect(answer.status == 200)
+        #expect(try answer.object()["Mountpoint"] as? String == node.configuration.mountRoot + "/data")
+        #expect(answer.head.lowercased().contains("connection: close"))
+        #expect(try await connection.blocking { try $0.receiveToEnd() }.isEmpty)
+    }
+}
+
 /// A TCP connection to 127.0.0.1 with a 10 s receive timeout, so that a missing answer fails the test. Its blocking
 /// calls run on a Dispatch queue of its own, never on Swift's cooperative pool, which the server under test needs.
 final class RawConnection: @unchecked Sendable {
