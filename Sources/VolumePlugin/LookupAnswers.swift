@@ -1,7 +1,5 @@
 import FoundationEssentials
 import Glibc
-import NIOCore
-import Synchronization
 import VolumeService
 
 /// The answers to the requests the engine sends by the thousand (Get, List, Path), written straight into bytes.
@@ -120,21 +118,5 @@ struct LookupAnswers {
             }
         }
         bytes.append(UInt8(ascii: "\""))
-    }
-}
-
-/// Get's answers, made once from each set of ready lookups (`VolumeLookups.generation`) and kept while that set
-/// stands: the engine asks Get of the same few names over and over, and an answer changes only with its volume.
-final class GetAnswers: Sendable {
-    private let made = Mutex<(generation: UInt64, answers: [String: ByteBuffer])>((0, [:]))
-
-    func answer(_ volume: VolumeInfo, generation: UInt64) -> ByteBuffer {
-        if let kept = made.withLock({ $0.generation == generation ? $0.answers[volume.name] : nil }) { return kept }
-        let answer = ByteBuffer(bytes: LookupAnswers.get(volume))
-        made.withLock {
-            if $0.generation != generation { $0 = (generation, [:]) }
-            $0.answers[volume.name] = answer
-        }
-        return answer
     }
 }

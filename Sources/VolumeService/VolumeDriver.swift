@@ -1,21 +1,5 @@
 import FoundationEssentials
 
-/// What Docker sees of a volume.
-public struct VolumeInfo: Sendable, Equatable {
-    public var name: String
-    /// Empty while not mounted.
-    public var mountpoint: String
-    public var createdAt: Date?
-    public var status: [String: String]
-
-    public init(name: String, mountpoint: String, createdAt: Date?, status: [String: String] = [:]) {
-        self.name = name
-        self.mountpoint = mountpoint
-        self.createdAt = createdAt
-        self.status = status
-    }
-}
-
 /// The operations behind Docker's VolumeDriver protocol. `VolumeService` is the implementation; a plugin without an
 /// access token uses `UnconfiguredDriver`.
 public protocol VolumeDriver: Sendable {
@@ -94,67 +78,4 @@ public protocol VolumeDriver: Sendable {
 
 extension VolumeDriver {
     public var readyLookups: VolumeLookups? { nil }
-}
-
-/// The volumes a driver knows, as Get and List show them.
-public struct VolumeLookups: Sendable {
-    private var byName: [String: VolumeInfo] = [:]
-    /// By name, as List answers them.
-    public private(set) var volumes: [VolumeInfo] = []
-    /// Different for each set of lookups a driver makes: what is kept made from one set is good while it is the same.
-    public private(set) var generation: UInt64 = 0
-
-    /// The lookups of `volumes`.
-    ///
-    /// - Parameters:
-    ///   - volumes: Every volume the driver knows.
-    ///   - generation: Distinct from the last set the driver made.
-    public init(_ volumes: [VolumeInfo] = [], generation: UInt64 = 0) {
-        self.generation = generation
-        self.volumes = volumes.sorted { $0.name < $1.name }
-        byName = Dictionary(volumes.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-    }
-
-    /// One volume as Get shows it.
-    ///
-    /// - Parameter name: A Docker volume name.
-    /// - Returns: The volume, or nil when the driver does not know the name.
-    public func volume(named name: String) -> VolumeInfo? { byName[name] }
-}
-
-/// A volume snapshot as the CLI shows it.
-public struct SnapshotInfo: Sendable, Codable, Equatable {
-    public var id: String
-    public var name: String
-    /// RFC 3339, UTC.
-    public var createdAt: String
-    public var sizeGigabytes: Double
-    /// `scheduled`, `clone` or `manual`.
-    public var origin: String
-
-    public init(id: String, name: String, createdAt: String, sizeGigabytes: Double, origin: String) {
-        self.id = id
-        self.name = name
-        self.createdAt = createdAt
-        self.sizeGigabytes = sizeGigabytes
-        self.origin = origin
-    }
-}
-
-/// Answers every call with the same error, for a plugin that cannot work (no access token).
-public struct UnconfiguredDriver: VolumeDriver {
-    public let error: VolumeError
-
-    public init(error: VolumeError) { self.error = error }
-
-    public func create(name: String, options: [String: String]) async throws { throw error }
-    public func remove(name: String) async throws { throw error }
-    public func mount(name: String, id: String) async throws -> String { throw error }
-    public func unmount(name: String, id: String) async throws { throw error }
-    public func path(name: String) async throws -> String { throw error }
-    public func get(name: String) async throws -> VolumeInfo { throw error }
-    public func list() async throws -> [VolumeInfo] { throw error }
-    public func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo { throw error }
-    public func listSnapshots(volume: String) async throws -> [SnapshotInfo] { throw error }
-    public func deleteSnapshot(volume: String, snapshot: String) async throws { throw error }
 }
