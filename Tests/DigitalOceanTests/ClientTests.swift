@@ -54,7 +54,9 @@ import Timekeeping
             var action = try await lab.client.attach(volumeID: created.id, dropletID: 1001, region: "nyc1")
             #expect(action.status == .inProgress)
             #expect(action.type == "attach_volume")
+            let deadline = ContinuousClock.now + .seconds(10)
             while action.status == .inProgress {
+                try #require(ContinuousClock.now < deadline, "the attach action still in progress after 10 s")
                 try await Task.sleep(for: .milliseconds(10))
                 action = try await lab.client.action(volumeID: created.id, actionID: action.id)
             }
