@@ -130,6 +130,14 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
         }
     }
 
+    /// The client is gone: requests it queued behind the one being answered are not started (the one under way
+    /// finishes: a Mount half done would leave more behind than a Mount done).
+    public func channelInactive(context: ChannelHandlerContext) {
+        waiting.removeAll()
+        reading = nil
+        context.fireChannelInactive()
+    }
+
     /// A graceful shutdown (SIGTERM) asks every connection to close. One whose answer is still being made (a Mount,
     /// say) stays open until it is written, so that Docker hears how the Mount ended; an idle one closes at once.
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
