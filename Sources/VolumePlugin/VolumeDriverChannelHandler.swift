@@ -7,10 +7,10 @@ import NIOCore
 /// Answers every request on a plugin connection from its channel pipeline, right after NIO's HTTP/1.1 decoding: the
 /// body is gathered there, the controller answers it (on the spot where it can: the fixed answers, and Get, List and
 /// Path from the driver's ready lookups; else in one task), and the answer is written back on the connection's
-/// event loop. Hummingbird's own request path (a task per connection reading an
-/// async sequence of parts, the router, a streamed body) cost four times the protocol's work; this path answers at
-/// the rate of the Go plugins or better (`scripts/bench`, the load step). Hummingbird still runs the server: the
-/// socket, the connections, graceful shutdown.
+/// event loop. Hummingbird's own request path (a task per connection reading an async sequence of parts, the
+/// router, a streamed body) cost four times the protocol's work; this path answers at the rate of the Go plugins
+/// (`scripts/bench`, the load step). Hummingbird still runs the server: the socket, the connections, graceful
+/// shutdown.
 ///
 /// Requests are answered one at a time and in order, as HTTP/1.1 requires of a client that pipelines (Docker does
 /// not): one that arrives while another is answered waits its turn, and the connection is not read meanwhile. A
@@ -61,7 +61,7 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
         case .body(var part):
             guard var request = reading else { return }
             reading = nil  // the buffer is appended to in place, not copied
-            if request.body.readableBytes + part.readableBytes <= Self.bodyLimit {
+            if !request.tooLarge, request.body.readableBytes + part.readableBytes <= Self.bodyLimit {
                 request.body.writeBuffer(&part)
             } else {
                 request.tooLarge = true
