@@ -13,9 +13,6 @@ import VolumeService
 public struct VolumeDriverController: Sendable {
     public static let contentType = "application/vnd.docker.plugins.v1+json"
 
-    let driver: any VolumeDriver
-    let logger: Logger
-
     /// What a request is answered: an HTTP status and a JSON body.
     public struct Answer: Sendable {
         public var status: HTTPResponse.Status
@@ -40,9 +37,10 @@ public struct VolumeDriverController: Sendable {
     /// Docker's methods and the command line's, by path (`/VolumeDriver.Mount`).
     let endpoints: [String: Endpoint]
 
+    /// - Parameters:
+    ///   - driver: What the requests ask: the service, or a driver that answers every call with an error.
+    ///   - logger: Told of every request and its outcome (lookups at debug, the rest at info, failures at warning).
     public init(driver: any VolumeDriver, logger: Logger) {
-        self.driver = driver
-        self.logger = logger
         let fixed = [
             ("/Plugin.Activate", Endpoint.fixed(Self.answer(#"{"Implements":["VolumeDriver"]}"#))),
             // Scope global: a volume is one DigitalOcean volume, the same from every droplet.
