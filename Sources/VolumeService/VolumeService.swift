@@ -53,12 +53,18 @@ public actor VolumeService: VolumeDriver {
         let loaded = try store.load()
         self.state = loaded
         self.negativeLookups = RecentMisses(ttl: configuration.negativeLookupTTL)
-        lookups.withLock { $0 = VolumeLookups(loaded.volumes.values.map { Self.info($0, configuration) }) }
+        lookups.withLock { $0 = Self.lookups(of: loaded, configuration, generation: 0) }
     }
 
     private func publishLookups() {
-        let volumes = state.volumes.values.map { Self.info($0, configuration) }
-        lookups.withLock { $0 = VolumeLookups(volumes, generation: $0.generation &+ 1) }
+        let generation = lookups.withLock { $0.generation } &+ 1
+        let made = Self.lookups(of: state, configuration, generation: generation)
+        lookups.withLock { $0 = made }
+    }
+
+    /// Get's and List's answers for the registry in `state`.
+    static func lookups(of state: PersistedState, _ configuration: ServiceConfiguration, generation: UInt64) -> VolumeLookups {
+        VolumeLookups(state.volumes.values.map { info($0, configuration) }, generation: generation)
     }
 
     /// The registry as it stands.
@@ -165,13 +171,14 @@ public actor VolumeService: VolumeDriver {
 
     // MARK: VolumeDriver
 
+    public nonisolated var readyLookups: VolumeLookups? { lookups.withLock { $0 } }
+
+    // Get, List and Path read the ready lookups, never the actor.
+
     /// Answers from the registry only. A volume this droplet does not know yet is "not found", even when it exists
     /// on DigitalOcean: Docker then sends Create, with the options of `docker volume create`, compose's
     /// `driver_opts` or a service's `volume-opt`, and Create adopts it (checking those options). Had Get found it,
     /// Docker would have dropped them. No DigitalOcean call, so probing every driver for a name stays fast.
-    public nonisolated var readyLookups: VolumeLookups? { lookups.withLock { $0 } }
-
-    // Get, List and Path: documented on VolumeDriver. They read the ready lookups, never the actor.
     public nonisolated func get(name: String) async throws -> VolumeInfo {
         guard let info = lookups.withLock({ $0.volume(named: name) }) else { throw VolumeError(.notFound, "no such volume: \(name)") }
         return info
@@ -346,8 +353,6 @@ public actor VolumeService: VolumeDriver {
 
     /// What `docker volume inspect` shows: the plugin's registry and what it last saw of the volume, with no
     /// DigitalOcean call.
-    func info(_ record: VolumeRecord) -> VolumeInfo { Self.info(record, configuration) }
-
     static func info(_ record: VolumeRecord, _ configuration: ServiceConfiguration) -> VolumeInfo {
         let seen = record.seen
         var status: [String: String] = [
