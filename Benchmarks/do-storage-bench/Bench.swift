@@ -64,7 +64,7 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         if let serveBareNio {
-            try BareNIOServer.serve(socket: serveBareNio)
+            try await BareNIOServer.serve(socket: serveBareNio)
             return
         }
         if let serveBare {

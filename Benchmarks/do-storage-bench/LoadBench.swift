@@ -155,9 +155,14 @@ struct BareHandler {
         process.arguments = arguments + [socket]
         try process.run()
         let handler = BareHandler(name: name, socket: socket, process: process)
-        while !UnixSocket.isServed(socket) {
-            guard process.isRunning else { throw ValidationError("the \(name) did not start") }
-            try await Task.sleep(for: .milliseconds(1))
+        do {
+            while !UnixSocket.isServed(socket) {
+                guard process.isRunning else { throw ValidationError("the \(name) did not start") }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        } catch {
+            handler.stop()
+            throw error
         }
         return handler
     }
@@ -255,13 +260,10 @@ enum BareNIOServer {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let body = ByteBuffer(string: #"{"Err":""}"#)
-        var keepAlive = true
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
-            case .head(let head):
-                keepAlive = head.isKeepAlive
-            case .body:
+            case .head, .body:
                 break
             case .end:
                 var headers = HTTPHeaders()
@@ -274,16 +276,16 @@ enum BareNIOServer {
         }
     }
 
-    static func serve(socket: String) throws {
+    static func serve(socket: String) async throws {
         unlink(socket)
-        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler())
                 }
             }
-            .bind(unixDomainSocketPath: socket).wait()
-        try channel.closeFuture.wait()
+            .bind(unixDomainSocketPath: socket).get()
+        try await channel.closeFuture.get()
     }
 }
