@@ -166,7 +166,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: ["Timekeeping",
-                "DOSimulator", "VolumeService", "DigitalOcean",
+                "DOSimulator", "VolumeService", "VolumePlugin", "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
@@ -203,7 +203,8 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Timekeeping",
-                "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "VolumePlugin", "do-storage",
+                "DOSimulator", "DigitalOcean", "CurlTransport", "HostDevices", "VolumeService", "VolumePlugin", "TestSupport",
+                "do-storage",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import HostDevices
 import Testing
+import TestSupport
 import VolumePlugin
 
 /// Hostile clients on the plugin's real socket: connections that stall in the middle of a request, one that sends
@@ -73,54 +74,4 @@ struct HostileClientTests {
         else { throw LabError("no VmRSS for \(pid)") }
         return kilobytes / 1024
     }
-}
-
-/// A client connection on a unix socket, byte for byte what it is told to send. Sends and receives have a 10 s
-/// limit, so a test that waits on one fails instead of hanging.
-final class RawConnection: @unchecked Sendable {
-    let fd: Int32
-
-    init(path: String) throws {
-        switch UnixSocket.connect(path) {
-        case .success(let connected): fd = connected
-        case .failure(let error): throw LabError("connect to \(path): \(error.reason)")
-        }
-        var limit = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    func send(_ bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard sent > 0 else { throw LabError("send: \(String(cString: strerror(errno)))") }
-            offset += sent
-        }
-    }
-
-    /// Reads until the peer closes or a whole response (head and Content-Length body) has arrived.
-    func receiveResponse() throws -> String {
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count < 0 { throw LabError("recv: \(String(cString: strerror(errno)))") }
-            if count == 0 { break }
-            data += buffer[0..<count]
-            let text = String(decoding: data, as: UTF8.self)
-            if let split = text.range(of: "\r\n\r\n") {
-                let head = text[..<split.lowerBound].lowercased()
-                if let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
-                    let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
-                    text.utf8.count - text[..<split.upperBound].utf8.count >= length
-                {
-                    break
-                }
-            }
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
-
-    func close() { Glibc.close(fd) }
 }
