@@ -162,10 +162,16 @@ let package = Package(
             path: "Benchmarks/do-storage-bench",
             swiftSettings: swiftSettings),
 
+        // Time that tests move: waits, deadlines and retries tested without waiting or measuring real time.
+        .target(
+            name: "TestClocks",
+            dependencies: ["Timekeeping", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            path: "Tests/Support/TestClocks",
+            swiftSettings: swiftSettings),
         // Fakes and harnesses shared by the test targets and the benchmark.
         .target(
             name: "TestSupport",
-            dependencies: ["Timekeeping",
+            dependencies: ["Timekeeping", "TestClocks",
                 "DOSimulator", "VolumeService", "VolumePlugin", "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -173,10 +179,15 @@ let package = Package(
             path: "Tests/Support/TestSupport",
             swiftSettings: swiftSettings),
 
-        .testTarget(name: "DigitalOceanTests", dependencies: ["Timekeeping", "DigitalOcean", "CurlTransport", "DOSimulator"]),
+        .testTarget(
+            name: "DigitalOceanTests",
+            dependencies: [
+                "Timekeeping", "TestClocks", "DigitalOcean", "CurlTransport", "DOSimulator",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .testTarget(
             name: "VolumeServiceTests",
-            dependencies: ["Timekeeping",
+            dependencies: ["Timekeeping", "TestClocks",
                 "VolumeService", "DigitalOcean", "DOSimulator", "TestSupport",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
@@ -188,7 +199,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "DOSimulatorTests",
-            dependencies: ["Timekeeping",
+            dependencies: ["Timekeeping", "TestClocks",
                 "DOSimulator", "DigitalOcean", "CurlTransport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Subprocess", package: "swift-subprocess"),

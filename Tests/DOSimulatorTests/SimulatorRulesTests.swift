@@ -1,15 +1,19 @@
 import DOSimulator
 import DigitalOcean
 import Foundation
+import TestClocks
 import Testing
+import Timekeeping
 
 /// The simulator's DigitalOcean rules, in process.
 @Suite(.timeLimit(.minutes(2))) struct SimulatorRulesTests {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("sim-rules-\(UUID().uuidString)").path
 
-    func world(latency: Duration = .milliseconds(20), volumesPerDroplet: Int = 15) async throws -> SimulatorWorld {
+    func world(
+        latency: Duration = .milliseconds(20), volumesPerDroplet: Int = 15, time: TimeSource = .system
+    ) async throws -> SimulatorWorld {
         let world = SimulatorWorld(
-            options: SimulatorOptions(token: "t", actionLatency: latency, volumesPerDroplet: volumesPerDroplet),
+            options: SimulatorOptions(token: "t", actionLatency: latency, volumesPerDroplet: volumesPerDroplet, time: time),
             devices: FileDeviceBackend(dataDirectory: root + "/data"))
         try await world.addDroplet(id: 1, region: "nyc1", deviceDirectory: root + "/d1")
         try await world.addDroplet(id: 2, region: "nyc1", deviceDirectory: root + "/d2")
@@ -22,7 +26,11 @@ import Testing
     }
 
     func attached(_ world: SimulatorWorld, _ id: String, to droplet: Int) async throws {
-        while try await world.volume(id: id).dropletIDs != [droplet] { try await Task.sleep(for: .milliseconds(5)) }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await world.volume(id: id).dropletIDs != [droplet] {
+            try #require(ContinuousClock.now < deadline, "volume \(id) not attached to \(droplet) within 60 s")
+            try await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     /// A snapshot holds the content at the moment it was taken; a volume made from it starts with that content and
@@ -176,19 +184,41 @@ import Testing
         #expect(await world.listVolumes(name: "pgdata", region: nil).count == 2)
     }
 
+    /// A resize is an action in progress for the action latency, as on DigitalOcean: the size changes when it
+    /// completes, a smaller size is refused, and an errored action changes nothing.
     @Test func resizeGrowsOnlyAndErroredActionsChangeNothing() async throws {
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let world = try await world()
+        let time = TestTime()
+        let world = try await world(latency: .seconds(2), time: time.timeSource)
         let volume = try await create(world, "pgdata")
         let resize = try await world.startAction(volumeID: volume.id, request: .init(type: "resize", region: "nyc1", sizeGigabytes: 5))
-        #expect(resize.status == .completed)
+        #expect(resize.status == .inProgress && resize.type == "resize_volume")
+        let pending = await #expect(throws: SimError.self) {
+            try await world.startAction(volumeID: volume.id, request: .init(type: "resize", region: "nyc1", sizeGigabytes: 6))
+        }
+        #expect(pending?.message == "Volume already has a pending event.")
+        await time.advance(by: .milliseconds(1999))
+        #expect(try await world.volume(id: volume.id).sizeGigabytes == 1, "not grown before the action completes")
+        await time.advance(by: .milliseconds(1))
+        try await time.advance(until: "the resize to complete") {
+            try await world.action(id: resize.id, volumeID: volume.id).status == .completed
+        }
         #expect(try await world.volume(id: volume.id).sizeGigabytes == 5)
         await #expect(throws: SimError.self) {
             try await world.startAction(volumeID: volume.id, request: .init(type: "resize", region: "nyc1", sizeGigabytes: 2))
         }
         await world.failNextActions(1)
+        let failed = try await world.startAction(volumeID: volume.id, request: .init(type: "resize", region: "nyc1", sizeGigabytes: 8))
+        try await time.advance(until: "the resize to end") {
+            try await world.action(id: failed.id, volumeID: nil).status != .inProgress
+        }
+        #expect(try await world.action(id: failed.id, volumeID: volume.id).status == .errored)
+        #expect(try await world.volume(id: volume.id).sizeGigabytes == 5)
+        await world.failNextActions(1)
         let attach = try await world.startAction(volumeID: volume.id, request: .init(type: "attach", dropletID: 1, region: "nyc1"))
-        while try await world.action(id: attach.id, volumeID: nil).status == .inProgress { try await Task.sleep(for: .milliseconds(5)) }
+        try await time.advance(until: "the attach to end") {
+            try await world.action(id: attach.id, volumeID: nil).status != .inProgress
+        }
         #expect(try await world.action(id: attach.id, volumeID: volume.id).status == .errored)
         #expect(try await world.volume(id: volume.id).dropletIDs.isEmpty)
     }

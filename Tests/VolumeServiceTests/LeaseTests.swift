@@ -18,16 +18,20 @@ import VolumeService
             $0.handoffTimeout = .milliseconds(400)
             configureB(&$0)
         }
-        _ = try await a.service.mount(name: "pgdata", id: "c1")
-        try await waitUntil("A's heartbeat", within: .seconds(5)) {
+        if let time = harness.testTime {
+            _ = try await time.run("A's mount") { try await a.service.mount(name: "pgdata", id: "c1") }
+        } else {
+            _ = try await a.service.mount(name: "pgdata", id: "c1")
+        }
+        try await waitUntil("A's heartbeat", within: .seconds(60)) {
             await LeaseTag.heartbeat(in: harness.world.dropletTags(id: 1), droplet: 1) != nil
         }
         return (a, b)
     }
 
     /// Makes droplet 1's heartbeat look `age` old to a droplet whose clock is right.
-    func setHeartbeat(_ harness: ServiceHarness, droplet: Int = 1, age: Duration) async {
-        let beat = Date().addingTimeInterval(-age.seconds)
+    func setHeartbeat(_ harness: ServiceHarness, droplet: Int = 1, age: Duration, now: Date = Date()) async {
+        let beat = now.addingTimeInterval(-age.seconds)
         await harness.world.setDropletTags(id: droplet, prefix: LeaseTag.prefix, to: [LeaseTag.name(droplet: droplet, at: beat)])
     }
 
@@ -44,13 +48,14 @@ import VolumeService
     }
 
     @Test func aHolderWhoseHeartbeatStoppedIsTakenOver() async throws {
-        let harness = try ServiceHarness()
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
         let (_, b) = try await holdingOnA(harness) { $0.handoffTimeout = .seconds(30) }
         // A's plugin died 13 minutes ago (LEASE_TTL is 12): its heartbeat stopped then.
-        await setHeartbeat(harness, age: .seconds(780))
-        let started = ContinuousClock.now
-        _ = try await b.service.mount(name: "pgdata", id: "c2")
-        #expect(ContinuousClock.now - started < .seconds(10), "taken at once, not after the hand-off wait")
+        await setHeartbeat(harness, age: .seconds(780), now: time.timeSource.wallClock())
+        let started = time.elapsed
+        _ = try await time.run("B's mount") { try await b.service.mount(name: "pgdata", id: "c2") }
+        #expect(time.elapsed - started < .seconds(5), "taken at once, not after the hand-off wait")
         #expect(await harness.attachments("pgdata") == [2])
         let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
         #expect(log == ["attach@1", "detach@1", "attach@2"])
@@ -77,7 +82,7 @@ import VolumeService
         // Attached by hand (doctl) to a droplet that runs no do_storage.
         let volume = await harness.world.listVolumes(name: "pgdata", region: "nyc1")[0]
         _ = try await harness.api.attach(volumeID: volume.id, dropletID: 1, region: "nyc1")
-        try await waitUntil("the attach by hand", within: .seconds(5)) { await harness.attachments("pgdata") == [1] }
+        try await waitUntil("the attach by hand", within: .seconds(60)) { await harness.attachments("pgdata") == [1] }
         let error = await #expect(throws: VolumeError.self) { try await b.service.mount(name: "pgdata", id: "c2") }
         #expect(error?.message.contains("shows no do_storage heartbeat") == true, "\(String(describing: error))")
         #expect(await harness.attachments("pgdata") == [1])

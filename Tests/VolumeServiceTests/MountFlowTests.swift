@@ -23,15 +23,23 @@ import VolumeService
         #expect(log == ["attach@1", "detach@1", "attach@2"])
     }
 
+    /// B waits the whole hand-off time on the test clock, not a moment less, then fails naming the holder.
     @Test func takeoverNeverWaitsThenFailsNamingTheHolder() async throws {
-        let harness = try ServiceHarness()
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
         try await harness.createVolume("pgdata")
         let a = try await harness.node(droplet: 1)
         let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .milliseconds(600) }
-        let mountpoint = try await a.service.mount(name: "pgdata", id: "c1")
-        let started = ContinuousClock.now
-        let error = await #expect(throws: VolumeError.self) { try await b.service.mount(name: "pgdata", id: "c2") }
-        #expect(ContinuousClock.now - started >= .milliseconds(600))
+        let mountpoint = try await time.run("A's mount") { try await a.service.mount(name: "pgdata", id: "c1") }
+        let started = time.elapsed
+        let sleepers = time.sleeperCount
+        let mountOnB = Running { try await b.service.mount(name: "pgdata", id: "c2") }
+        try await time.waitForSleepers(sleepers + 1, "B's hand-off wait")
+        await time.advance(by: .milliseconds(599))
+        #expect(!mountOnB.isFinished, "still waiting before the hand-off time is up")
+        await time.advance(by: .milliseconds(1))
+        let error = await #expect(throws: VolumeError.self) { try await mountOnB.value() }
+        #expect(time.elapsed - started == .milliseconds(600), "ended at the hand-off time, with no more clock time")
         #expect(error?.code == .attachedElsewhere)
         #expect(error?.message.contains("droplet 1") == true)
         #expect(error?.message.contains("TAKEOVER=always") == true)
@@ -72,7 +80,9 @@ import VolumeService
             return try await b.service.mount(name: "pgdata", id: "c2")
         }
         // B is waiting for A once it has asked DigitalOcean about the volume while A holds it.
-        while harness.api.calls.byName["GET /v2/volumes/{id}"] == nil { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("B to ask DigitalOcean about the volume", within: .seconds(60)) {
+            harness.api.calls.byName["GET /v2/volumes/{id}"] != nil
+        }
         #expect(try await b.service.get(name: "other").name == "other")
         #expect(try await b.service.list().map(\.name).sorted() == ["other", "pgdata"])
         #expect(try await b.service.path(name: "other") == "")
@@ -95,16 +105,17 @@ import VolumeService
 
     @Test(arguments: ["off", "destroyed"])
     func aHolderThatIsNotRunningIsReleasedAtOnce(state: String) async throws {
-        let harness = try ServiceHarness()
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
         try await harness.createVolume("pgdata")
         let a = try await harness.node(droplet: 1)
         let b = try await harness.node(droplet: 2) { $0.handoffTimeout = .seconds(30) }
-        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        _ = try await time.run("A's mount") { try await a.service.mount(name: "pgdata", id: "c1") }
         // Droplet 1 is powered off (or destroyed) with the volume still attached: nothing there can use it.
         if state == "off" { await harness.world.setDropletStatus(id: 1, status: "off") } else { await harness.world.removeDroplet(id: 1) }
-        let started = ContinuousClock.now
-        _ = try await b.service.mount(name: "pgdata", id: "c2")
-        #expect(ContinuousClock.now - started < .seconds(30), "no hand-off wait")
+        let started = time.elapsed
+        _ = try await time.run("B's mount") { try await b.service.mount(name: "pgdata", id: "c2") }
+        #expect(time.elapsed - started < .seconds(5), "no hand-off wait: only the detach and attach")
         #expect(await harness.attachments("pgdata") == [2])
     }
 
@@ -135,8 +146,9 @@ import VolumeService
     }
 
     @Test func pendingEventIsRetried() async throws {
-        // Long enough that the other action is still pending when the Mount posts, even on a busy machine.
-        let harness = try ServiceHarness(actionLatency: .seconds(1))
+        // The other action stays pending until the test clock passes 1 s: the Mount's first post meets it.
+        let time = TestTime()
+        let harness = try ServiceHarness(actionLatency: .seconds(1), testTime: time)
         try await harness.createVolume("pgdata")
         try await harness.createVolume("other")
         let a = try await harness.node(droplet: 1)
@@ -144,32 +156,36 @@ import VolumeService
         let other = await harness.world.listVolumes(name: "other", region: "nyc1")[0]
         _ = try await harness.api.attach(volumeID: other.id, dropletID: 1, region: "nyc1")
         harness.api.calls.reset()
-        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        _ = try await time.run("the Mount") { try await a.service.mount(name: "pgdata", id: "c1") }
         #expect(await harness.attachments("pgdata") == [1])
         let posts = harness.api.calls.byName["POST /v2/volumes/{id}/actions"] ?? 0
-        #expect(posts >= 2 && posts <= 4, "retried while pending, with backoff, not in a storm")
+        #expect(posts >= 2 && posts <= 4, "retried while pending, with backoff, not in a storm: \(posts)")
     }
 
     /// One deadline for a whole Mount: slow actions make it fail by then, with nothing mounted or referenced, and
     /// the attachment it started is released once DigitalOcean completes it.
     @Test func aMountEndsByItsDeadlineAndLeavesNothingAttached() async throws {
-        // Actions take 4 s: a Mount that waited for its attach would take longer than the bound below, which leaves
-        // a loaded machine (the suites run in parallel) room past the 0.8 s deadline.
-        let harness = try ServiceHarness(actionLatency: .seconds(4))
+        // Actions take 4 s of test-clock time; the Mount's deadline is 0.8 s.
+        let time = TestTime()
+        let harness = try ServiceHarness(actionLatency: .seconds(4), testTime: time)
         try await harness.createVolume("pgdata")
         let a = try await harness.node(droplet: 1) {
             $0.mountDeadline = .milliseconds(800)
             $0.releaseRetryInterval = .milliseconds(100)
         }
         try await a.service.create(name: "pgdata", options: [:])
-        let started = ContinuousClock.now
-        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "pgdata", id: "c1") }
-        let took = ContinuousClock.now - started
-        #expect(took < .milliseconds(2500), "failed by its deadline: \(took)")
+        let mount = Running { try await a.service.mount(name: "pgdata", id: "c1") }
+        // The attach is pending (the simulator's action) and the Mount polls it.
+        try await time.waitForSleepers(2, "the Mount's poll of its attach")
+        await time.advance(by: .milliseconds(799))
+        #expect(!mount.isFinished, "still waiting before its deadline")
+        await time.advance(by: .milliseconds(1))
+        // Ends with no more clock time: by its deadline, not when the 4 s attach completes.
+        let error = await #expect(throws: VolumeError.self) { try await mount.value() }
         #expect(error?.code == .actionFailed, "\(String(describing: error))")
         #expect(a.filesystem.mounted.isEmpty)
         #expect(await a.service.records["pgdata"]?.references.isEmpty == true)
-        try await waitUntil("the attach to complete and be released", within: .seconds(15)) {
+        try await time.advance(until: "the attach to complete and be released") {
             let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID):\($0.status)" }
             return log == ["attach@1:completed", "detach@1:completed"]
         }
@@ -178,7 +194,8 @@ import VolumeService
 
     /// A device that never appears: the Mount fails by its deadline, and the volume it attached is released.
     @Test func aDeviceThatNeverAppearsIsReleasedAgain() async throws {
-        let harness = try ServiceHarness()
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
         try await harness.createVolume("pgdata")
         await harness.world.setDeviceDelay(.seconds(60))
         let a = try await harness.node(droplet: 1) {
@@ -186,13 +203,14 @@ import VolumeService
             $0.deviceTimeout = .seconds(20)
         }
         try await a.service.create(name: "pgdata", options: [:])
-        let started = ContinuousClock.now
-        let error = await #expect(throws: VolumeError.self) { try await a.service.mount(name: "pgdata", id: "c1") }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        let mount = Running { try await a.service.mount(name: "pgdata", id: "c1") }
+        try await time.advance(until: "the attach to complete") { await harness.attachments("pgdata") == [1] }
+        #expect(time.elapsed < .seconds(1))
+        await time.advance(by: .seconds(1) - time.elapsed)
+        // Ends with no more clock time: by its deadline, not the 20 s device timeout.
+        let error = await #expect(throws: VolumeError.self) { try await mount.value() }
         #expect(error?.code == .deviceTimeout, "\(String(describing: error))")
-        try await waitUntil("the attachment to be released", within: .seconds(15)) {
-            await harness.attachments("pgdata").isEmpty
-        }
+        try await time.advance(until: "the attachment to be released") { await harness.attachments("pgdata").isEmpty }
         #expect(a.filesystem.mounted.isEmpty)
     }
 
@@ -228,7 +246,7 @@ import VolumeService
         let error = await #expect(throws: VolumeError.self) { try await a.service.unmount(name: "pgdata", id: "c1") }
         #expect(error?.message.contains("keeps trying") == true)
         #expect(a.filesystem.mounted.isEmpty, "unmounted all the same")
-        while await !harness.attachments("pgdata").isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        try await waitUntil("the background release", within: .seconds(60)) { await harness.attachments("pgdata").isEmpty }
         #expect(flaky.detachCalls == 3, "two failures, then the background retry released it")
     }
 
@@ -361,7 +379,7 @@ import VolumeService
         // A crash between attach and mount leaves it attached with no reference.
         let volume = await harness.world.listVolumes(name: "pgdata", region: "nyc1")[0]
         _ = try await harness.api.attach(volumeID: volume.id, dropletID: 1, region: "nyc1")
-        while await harness.attachments("pgdata").isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the attach by hand", within: .seconds(60)) { await harness.attachments("pgdata") == [1] }
         await a.service.releaseUnusedAttachments()
         #expect(await harness.attachments("pgdata").isEmpty)
     }

@@ -115,17 +115,19 @@ import VolumeService
     /// An Unmount while a scheduled snapshot holds the filesystem frozen thaws it at once and goes on; the snapshot
     /// is abandoned.
     @Test func anUnmountNeverWaitsForAScheduledSnapshot() async throws {
-        let harness = try ServiceHarness()
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
         let hanging = HangingSnapshotAPI(base: harness.api)
         let a = try await harness.node(droplet: 1, api: hanging) { $0.freezeLimit = .seconds(60) }
         try await a.service.create(name: "pgdata", options: ["snapshot_every": "1h"])
-        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        _ = try await time.run("the Mount") { try await a.service.mount(name: "pgdata", id: "c1") }
         hanging.hang()
         let schedule = Task { await a.service.snapshotSchedulesOnce() }
-        try await waitUntil("the filesystem to be frozen", within: .seconds(5)) { !a.filesystem.frozen.isEmpty }
-        let started = ContinuousClock.now
-        try await a.service.unmount(name: "pgdata", id: "c1")
-        #expect(ContinuousClock.now - started < .seconds(5))
+        try await waitUntil("the filesystem to be frozen", within: .seconds(60)) { !a.filesystem.frozen.isEmpty }
+        // The Unmount ends within its detach's clock time: it never waits for the 60 s freeze limit.
+        let unmount = Running { try await a.service.unmount(name: "pgdata", id: "c1") }
+        try await time.advance(until: "the Unmount's detach", virtualLimit: .seconds(30)) { unmount.isFinished }
+        try await unmount.value()
         #expect(a.filesystem.frozen.isEmpty && a.filesystem.mounted.isEmpty)
         schedule.cancel()
         await schedule.value

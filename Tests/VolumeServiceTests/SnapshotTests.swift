@@ -112,11 +112,12 @@ import VolumeService
     /// DigitalOcean refuses the snapshot, or does not answer within the freeze limit: the filesystem is thawed
     /// all the same, and nothing is created.
     @Test func theFilesystemIsThawedWhenTheSnapshotFailsOrHangs() async throws {
-        let harness = try ServiceHarness()
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
         try await harness.createVolume("pgdata")
         let hanging = HangingSnapshotAPI(base: harness.api)
         let a = try await harness.node(droplet: 1, api: hanging) { $0.freezeLimit = .milliseconds(300) }
-        let mountpoint = try await a.service.mount(name: "pgdata", id: "c1")
+        let mountpoint = try await time.run("the Mount") { try await a.service.mount(name: "pgdata", id: "c1") }
         let source = try #require(await harness.world.listVolumes(name: "pgdata", region: nil).first)
         for index in 1...25 { _ = try await harness.api.createSnapshot(volumeID: source.id, name: "s\(index)", tags: []) }
 
@@ -125,10 +126,16 @@ import VolumeService
         #expect(a.filesystem.frozen.isEmpty)
 
         hanging.hang()
-        let started = ContinuousClock.now
-        let late = await #expect(throws: VolumeError.self) { try await a.service.create(name: "c2", options: ["clone_of": "pgdata"]) }
+        let sleepers = time.sleeperCount
+        let create = Running { try await a.service.create(name: "c2", options: ["clone_of": "pgdata"]) }
+        try await time.waitForSleepers(sleepers + 1, "the freeze limit's timer")
+        #expect(a.filesystem.frozen == [mountpoint])
+        await time.advance(by: .milliseconds(299))
+        #expect(!create.isFinished && a.filesystem.frozen == [mountpoint], "frozen until the freeze limit")
+        await time.advance(by: .milliseconds(1))
+        // Ends with no more clock time: thawed at the freeze limit, the hanging request abandoned.
+        let late = await #expect(throws: VolumeError.self) { try await create.value() }
         #expect(late?.message.contains("was abandoned: its filesystem was thawed before DigitalOcean answered") == true, "\(String(describing: late))")
-        #expect(ContinuousClock.now - started < .seconds(5))
         #expect(a.filesystem.frozen.isEmpty)
         #expect(a.filesystem.freezeLog == Array(repeating: ["freeze \(mountpoint)", "thaw \(mountpoint)"], count: 2).flatMap { $0 })
         #expect(await harness.world.listVolumes(name: "c1", region: nil).isEmpty)
@@ -143,11 +150,25 @@ final class HangingSnapshotAPI: ForwardingAPI {
 
     init(base: any VolumeAPI) { self.base = base }
 
+    private let waitingCount = NIOLockedValueBox(0)
+
     func hang() { hanging.withLockedValue { $0 = true } }
+
+    /// Snapshot requests hanging now.
+    var waiting: Int { waitingCount.withLockedValue { $0 } }
 
     func createSnapshot(volumeID: String, name: String, tags: [String]) async throws -> Snapshot {
         if hanging.withLockedValue({ $0 }) {
-            try await Task.sleep(for: .seconds(3600))
+            waitingCount.withLockedValue { $0 += 1 }
+            defer { waitingCount.withLockedValue { $0 -= 1 } }
+            // Until cancelled: a request DigitalOcean never answers.
+            let never = AsyncStream<Void>.makeStream()
+            await withTaskCancellationHandler {
+                for await _ in never.stream {}
+            } onCancel: {
+                never.continuation.finish()
+            }
+            throw CancellationError()
         }
         return try await base.createSnapshot(volumeID: volumeID, name: name, tags: tags)
     }

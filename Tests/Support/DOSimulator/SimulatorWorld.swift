@@ -1,6 +1,7 @@
 import DigitalOcean
 import Foundation
 import Logging
+import Timekeeping
 
 /// An error the simulated API answers, with DigitalOcean's status, id and message.
 public struct SimError: Error, Sendable, Equatable {
@@ -42,13 +43,17 @@ public struct SimulatorOptions: Sendable {
     /// How long a snapshot request takes beyond copying the volume (DigitalOcean answers once the snapshot is
     /// taken). Default 0.
     public var snapshotLatency: Duration
+    /// The clock the simulated latencies run on: real by default, a test's clock to run them without waiting.
+    public var time: TimeSource
 
+    /// - Parameter wallClock: the account's wall clock; `time`'s when nil.
     public init(
         token: String, actionLatency: Duration = .milliseconds(500), deviceDelay: Duration = .zero,
         requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15,
-        snapshotLatency: Duration = .zero, wallClock: @escaping @Sendable () -> Date = { Date() }
+        snapshotLatency: Duration = .zero, time: TimeSource = .system, wallClock: (@Sendable () -> Date)? = nil
     ) {
-        self.wallClock = wallClock
+        self.time = time
+        self.wallClock = wallClock ?? time.wallClock
         self.snapshotLatency = snapshotLatency
         self.token = token
         self.actionLatency = actionLatency
@@ -356,8 +361,8 @@ public actor SimulatorWorld {
 
     /// Takes a snapshot of the volume's content as it is now.
     public func createSnapshot(volumeID: String, request: SnapshotCreateRequest) async throws(SimError) -> Snapshot {
-        let started = ContinuousClock.now
-        defer { snapshotDurations.append(ContinuousClock.now - started) }
+        let started = options.time.now()
+        defer { snapshotDurations.append(started.duration(to: options.time.now())) }
         guard let stored = volumes[volumeID] else { throw .notFound() }
         guard !request.name.isEmpty else { throw SimError(status: 400, id: "bad_request", message: "name is required") }
         let siblings = snapshots.values.filter { $0.snapshot.resourceID == volumeID }
@@ -383,7 +388,7 @@ public actor SimulatorWorld {
             logger.error("Cannot copy the volume for a snapshot", metadata: ["error": "\(error)"])
             throw SimError(status: 500, id: "server_error", message: "Server was unable to give you a response.")
         }
-        if options.snapshotLatency > .zero { try? await Task.sleep(for: options.snapshotLatency) }
+        if options.snapshotLatency > .zero { try? await options.time.sleep(options.snapshotLatency) }
         return snapshot
     }
 
@@ -449,24 +454,11 @@ public actor SimulatorWorld {
             guard let size = request.sizeGigabytes, size > volume.sizeGigabytes, size <= 16384 else {
                 throw .unprocessable("new size must be larger than the current size and at most 16384")
             }
-            volumes[volume.id]?.volume.sizeGigabytes = size
-            // The storage grows as the action completes; an attached device reports its new capacity.
-            let devices = self.devices
-            let logger = self.logger
-            Task {
-                do {
-                    try await devices.resize(volumeID: volume.id, sizeGigabytes: size)
-                } catch {
-                    logger.error("Cannot grow the volume's storage", metadata: ["error": "\(error)"])
-                }
+            if pendingByVolume[volume.id] != nil {
+                throw .unprocessable("Volume already has a pending event.")
             }
-            nextActionID += 1
-            let now = Date().formatted(.iso8601)
-            let action = Action(
-                id: nextActionID, status: .completed, type: "resize_volume", startedAt: now, completedAt: now,
-                resourceType: "volume", regionSlug: volume.region.slug)
-            actions[action.id] = (action, volume.id)
-            return action
+            // In progress for the action latency, as on DigitalOcean: the size changes when it completes.
+            return begin(type: "resize", volume: volume, droplet: nil, size: size)
         default:
             throw .unprocessable("unknown action type \"\(request.type)\"; use attach, detach or resize")
         }
@@ -477,27 +469,60 @@ public actor SimulatorWorld {
         return entry.action
     }
 
-    private func begin(type: String, volume: Volume, droplet: SimDroplet) -> Action {
+    /// Starts an action that stays in progress for the action latency. `droplet` is nil for a resize, which holds
+    /// only the volume.
+    private func begin(type: String, volume: Volume, droplet: SimDroplet?, size: Int? = nil) -> Action {
         nextActionID += 1
         let action = Action(
-            id: nextActionID, status: .inProgress, type: "\(type)_volume", startedAt: Date().formatted(.iso8601),
+            id: nextActionID, status: .inProgress, type: "\(type)_volume", startedAt: options.wallClock().formatted(.iso8601),
             resourceType: "volume", regionSlug: volume.region.slug)
         actions[action.id] = (action, volume.id)
-        pendingByDroplet[droplet.id] = action.id
+        if let droplet { pendingByDroplet[droplet.id] = action.id }
         pendingByVolume[volume.id] = action.id
         actionLog.append(
             ActionLogEntry(
-                actionID: action.id, type: type, volumeName: volume.name, dropletID: droplet.id, status: .inProgress,
-                started: .now))
+                actionID: action.id, type: type, volumeName: volume.name, dropletID: droplet?.id ?? 0, status: .inProgress,
+                started: options.time.now()))
         logger.info(
             "Action started",
-            metadata: ["do.action.id": "\(action.id)", "type": "\(type)", "volume.name": "\(volume.name)", "droplet.id": "\(droplet.id)"])
+            metadata: [
+                "do.action.id": "\(action.id)", "type": "\(type)", "volume.name": "\(volume.name)",
+                "droplet.id": "\(droplet.map { String($0.id) } ?? "")",
+            ])
         let latency = options.actionLatency
+        let time = options.time
         Task {
-            try? await Task.sleep(for: latency)
-            await self.finish(actionID: action.id, type: type, volumeID: volume.id, dropletID: droplet.id)
+            try? await time.sleep(latency)
+            if let droplet {
+                await self.finish(actionID: action.id, type: type, volumeID: volume.id, dropletID: droplet.id)
+            } else if let size {
+                await self.finishResize(actionID: action.id, volumeID: volume.id, size: size)
+            }
         }
         return action
+    }
+
+    /// Whether this action is one of those `failNextActions` asked to end errored.
+    private func erroredAsTold(_ actionID: Int) -> Bool {
+        guard erroredActionsToCome > 0 else { return false }
+        erroredActionsToCome -= 1
+        return true
+    }
+
+    private func finishResize(actionID: Int, volumeID: String, size: Int) async {
+        defer { pendingByVolume[volumeID] = nil }
+        guard volumes[volumeID] != nil, !erroredAsTold(actionID) else {
+            setStatus(actionID, .errored)
+            return
+        }
+        volumes[volumeID]?.volume.sizeGigabytes = size
+        // The storage grows as the action completes; an attached device reports its new capacity.
+        do {
+            try await devices.resize(volumeID: volumeID, sizeGigabytes: size)
+        } catch {
+            logger.error("Cannot grow the volume's storage", metadata: ["error": "\(error)"])
+        }
+        setStatus(actionID, .completed)
     }
 
     private func finish(actionID: Int, type: String, volumeID: String, dropletID: Int) async {
@@ -505,12 +530,7 @@ public actor SimulatorWorld {
             pendingByDroplet[dropletID] = nil
             pendingByVolume[volumeID] = nil
         }
-        guard let droplet = droplets[dropletID], let stored = volumes[volumeID] else {
-            setStatus(actionID, .errored)
-            return
-        }
-        if erroredActionsToCome > 0 {
-            erroredActionsToCome -= 1
+        guard let droplet = droplets[dropletID], let stored = volumes[volumeID], !erroredAsTold(actionID) else {
             setStatus(actionID, .errored)
             return
         }
@@ -520,13 +540,13 @@ public actor SimulatorWorld {
             setStatus(actionID, .completed)
             pendingByDroplet[dropletID] = nil
             pendingByVolume[volumeID] = nil
-            if deviceDelay > .zero { try? await Task.sleep(for: deviceDelay) }
+            if deviceDelay > .zero { try? await options.time.sleep(deviceDelay) }
             // Detached again, or shut down, meanwhile: no device.
             guard !closed, volumes[volumeID]?.volume.dropletIDs == [dropletID] else { return }
             do {
                 try await devices.attach(volumeID: volumeID, name: name, droplet: droplet)
                 if let index = actionLog.lastIndex(where: { $0.actionID == actionID }) {
-                    actionLog[index].deviceReady = .now
+                    actionLog[index].deviceReady = options.time.now()
                 }
             } catch {
                 logger.error("Cannot make the device", metadata: ["volume.name": "\(name)", "error": "\(error)"])
@@ -547,11 +567,11 @@ public actor SimulatorWorld {
     private func setStatus(_ actionID: Int, _ status: Action.Status) {
         guard var entry = actions[actionID] else { return }
         entry.action.status = status
-        entry.action.completedAt = Date().formatted(.iso8601)
+        entry.action.completedAt = options.wallClock().formatted(.iso8601)
         actions[actionID] = entry
         if let index = actionLog.lastIndex(where: { $0.actionID == actionID }) {
             actionLog[index].status = status
-            actionLog[index].completed = .now
+            actionLog[index].completed = options.time.now()
         }
         logger.info("Action finished", metadata: ["do.action.id": "\(actionID)", "status": "\(status.rawValue)"])
     }

@@ -1,3 +1,4 @@
+@_exported import TestClocks
 import DOSimulator
 import DigitalOcean
 import Foundation
@@ -13,17 +14,25 @@ public final class ServiceHarness: Sendable {
     public let world: SimulatorWorld
     public let api: InProcessAPI
     public let signal = EventSignal()
+    /// The clock the simulator and every node wait on; nil: real time.
+    public let testTime: TestTime?
 
     /// - Parameters:
-    ///   - actionLatency: how long simulated actions take (real time).
+    ///   - actionLatency: how long simulated actions take (on `testTime` when given, else real time).
     ///   - clock: the account's wall clock, for the times on volumes and snapshots; the real one when nil.
-    public init(actionLatency: Duration = .milliseconds(30), clock: MovableWallClock? = nil) throws {
+    ///   - testTime: a clock the test moves, for the simulator and every node: waits, deadlines and retries run
+    ///     only as far as the test advances it.
+    public init(actionLatency: Duration = .milliseconds(30), clock: MovableWallClock? = nil, testTime: TestTime? = nil) throws {
+        self.testTime = testTime
         root = FileManager.default.temporaryDirectory.appendingPathComponent("do-storage-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let signal = self.signal
+        var wallClock: (@Sendable () -> Date)?
+        if let clock { wallClock = { clock.now } }
         world = SimulatorWorld(
             options: SimulatorOptions(
-                token: "test-token", actionLatency: actionLatency, wallClock: { clock?.now ?? Date() }),
+                token: "test-token", actionLatency: actionLatency, time: testTime?.timeSource ?? .system,
+                wallClock: wallClock),
             devices: FileDeviceBackend(dataDirectory: root + "/data", onChange: { signal.fire() }),
             logger: Logger(label: "do-sim"))
         api = InProcessAPI(world: world)
@@ -42,8 +51,9 @@ public final class ServiceHarness: Sendable {
 
     public func node(
         droplet: Int, api: (any VolumeAPI)? = nil, filesystem: FakeFilesystem = FakeFilesystem(),
-        time: TimeSource = .system, configure: (inout ServiceConfiguration) -> Void = { _ in }
+        time: TimeSource? = nil, configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> Node {
+        let time = time ?? testTime?.timeSource ?? .system
         let deviceDirectory = "\(root)/droplet-\(droplet)/by-id"
         if (try? await world.droplet(id: droplet)) == nil {
             try await world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory)
@@ -56,7 +66,7 @@ public final class ServiceHarness: Sendable {
         configure(&configuration)
         let service = try VolumeService(
             configuration: configuration, api: api ?? self.api,
-            devices: SignalDeviceWatcher(signal: signal, fallbackInterval: .milliseconds(500)) { path in
+            devices: SignalDeviceWatcher(signal: signal, fallbackInterval: .milliseconds(500), time: time) { path in
                 FileManager.default.fileExists(atPath: path) ? path : nil
             },
             filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"), time: time,

@@ -1,0 +1,227 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Timekeeping
+
+/// Time that moves only when a test moves it, as swift-clocks' `TestClock` does, as a `TimeSource`: every sleep
+/// waits until the test advances the clock past its end; `now` and `wallClock` read the clock. Hand `timeSource` to
+/// everything under test (services, the simulator, device watchers), then advance it, instead of waiting on real
+/// time and asserting margins.
+public final class TestTime: Sendable {
+    private struct Sleeper {
+        var id: UInt64
+        var end: Duration
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+    private struct State {
+        var elapsed: Duration = .zero
+        var nextID: UInt64 = 0
+        var sleepers: [Sleeper] = []
+    }
+    private let state = NIOLockedValueBox(State())
+    /// The monotonic instant the clock starts at.
+    public let start: ContinuousClock.Instant
+    /// The wall-clock date the clock starts at.
+    public let epoch: Date
+
+    public init(epoch: Date = Date()) {
+        start = ContinuousClock.now
+        self.epoch = epoch
+    }
+
+    /// How far the clock has been advanced.
+    public var elapsed: Duration { state.withLockedValue { $0.elapsed } }
+
+    /// How many tasks sleep on the clock now.
+    public var sleeperCount: Int { state.withLockedValue { $0.sleepers.count } }
+
+    public var timeSource: TimeSource {
+        TimeSource(
+            now: { [self] in start.advanced(by: elapsed) },
+            sleep: { [self] duration in try await sleep(duration) },
+            wallClock: { [self] in epoch.addingTimeInterval(elapsed.seconds) })
+    }
+
+    /// Sleeps until the clock has been advanced by `duration`; throws `CancellationError` when the task is
+    /// cancelled first.
+    public func sleep(_ duration: Duration) async throws {
+        try Task.checkCancellation()
+        guard duration > .zero else {
+            await Task.yield()
+            return
+        }
+        let id = state.withLockedValue { state -> UInt64 in
+            state.nextID &+= 1
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let cancelled = state.withLockedValue { state -> Bool in
+                    if Task.isCancelled { return true }
+                    state.sleepers.append(Sleeper(id: id, end: state.elapsed + duration, continuation: continuation))
+                    return false
+                }
+                if cancelled { continuation.resume(throwing: CancellationError()) }
+            }
+        } onCancel: {
+            let sleeper = state.withLockedValue { state -> Sleeper? in
+                guard let index = state.sleepers.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.sleepers.remove(at: index)
+            }
+            sleeper?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Moves time forward by `duration`, waking each sleep whose end it passes, earliest first, and letting each
+    /// woken task run before moving on.
+    public func advance(by duration: Duration) async {
+        let target = elapsed + duration
+        while true {
+            let next = state.withLockedValue { state -> Sleeper? in
+                guard let index = state.sleepers.indices.filter({ state.sleepers[$0].end <= target })
+                    .min(by: { state.sleepers[$0].end < state.sleepers[$1].end })
+                else {
+                    state.elapsed = max(state.elapsed, target)
+                    return nil
+                }
+                let sleeper = state.sleepers.remove(at: index)
+                state.elapsed = max(state.elapsed, sleeper.end)
+                return sleeper
+            }
+            guard let next else { break }
+            next.continuation.resume()
+            await Self.letOthersRun()
+        }
+        await Self.letOthersRun()
+    }
+
+    /// Whether some task is sleeping on the clock now, after letting ready tasks run.
+    public func hasSleepers() async -> Bool {
+        await Self.letOthersRun()
+        return sleeperCount > 0
+    }
+
+    /// Awaits, in real time (at most `limit`: a guard against a hang, not a margin), until at least `count` tasks
+    /// sleep on the clock: the code under test has reached its waits.
+    public func waitForSleepers(_ count: Int = 1, _ what: String = "a wait", within limit: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + limit
+        while sleeperCount < count {
+            guard ContinuousClock.now < deadline else { throw TestTimeError("nothing reached \(what) within \(limit)") }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// Advances the clock in steps of at most `step` until `condition` holds, letting the code under test run
+    /// between steps; fails after `virtualLimit` of clock time (what it waits for never came) or `realLimit` of
+    /// real time (a hang). Use it where the outcome holds in every order of the steps: a test asserts the outcome,
+    /// not the timing.
+    public func advance(
+        until what: String, step: Duration = .milliseconds(100), virtualLimit: Duration = .seconds(3600),
+        realLimit: Duration = .seconds(60), _ condition: () async throws -> Bool
+    ) async throws {
+        let realDeadline = ContinuousClock.now + realLimit
+        let virtualDeadline = elapsed + virtualLimit
+        while try await !condition() {
+            guard elapsed < virtualDeadline else {
+                throw TestTimeError("\(what) did not happen within \(virtualLimit) of test-clock time")
+            }
+            guard ContinuousClock.now < realDeadline else {
+                throw TestTimeError("\(what) did not happen within \(realLimit) of real time")
+            }
+            if await hasSleepers() {
+                await advance(by: step)
+            } else {
+                // Something runs outside the clock (a file written, a device made): let it reach its next wait.
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+    }
+
+    /// Yields often enough for woken tasks, and those they wake, to reach their next suspension.
+    static func letOthersRun() async {
+        for _ in 0..<20 { await Task.yield() }
+    }
+}
+
+public struct TestTimeError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A `TimeSource` whose sleeps return at once, moving its time on by what was asked: the exact waits a retry
+/// policy chooses, without spending them. For code with one waiter at a time (a client's retries); concurrent
+/// waits belong on `TestTime`.
+public final class ImmediateTime: Sendable {
+    private let state = NIOLockedValueBox<(elapsed: Duration, sleeps: [Duration])>((.zero, []))
+    private let start = ContinuousClock.now
+    private let epoch = Date()
+
+    public init() {}
+
+    /// Every wait asked for, in order.
+    public var sleeps: [Duration] { state.withLockedValue { $0.sleeps } }
+    public var elapsed: Duration { state.withLockedValue { $0.elapsed } }
+
+    public var timeSource: TimeSource {
+        TimeSource(
+            now: { [self] in start.advanced(by: elapsed) },
+            sleep: { [self] duration in
+                try Task.checkCancellation()
+                state.withLockedValue {
+                    $0.elapsed += duration
+                    $0.sleeps.append(duration)
+                }
+                await Task.yield()
+            },
+            wallClock: { [self] in epoch.addingTimeInterval(elapsed.seconds) })
+    }
+}
+
+/// Work started in a task of its own, whose end a test can look for without awaiting it: run it, move a clock, see
+/// whether it has ended yet.
+public final class Running<T: Sendable>: Sendable {
+    private let outcome = NIOLockedValueBox<Result<T, any Error>?>(nil)
+    private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
+
+    public init(_ body: @escaping @Sendable () async throws -> T) {
+        let outcome = self.outcome
+        task.withLockedValue {
+            $0 = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                outcome.withLockedValue { $0 = result }
+            }
+        }
+    }
+
+    public var isFinished: Bool { outcome.withLockedValue { $0 != nil } }
+
+    /// Its outcome, awaited in real time for at most `limit` (a guard against a hang, not a margin) without moving
+    /// any test clock: work that ends without more clock time has ended within it.
+    public func result(within limit: Duration = .seconds(60)) async throws -> Result<T, any Error> {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            if let result = outcome.withLockedValue({ $0 }) { return result }
+            guard ContinuousClock.now < deadline else { throw TestTimeError("the work did not end within \(limit) of real time") }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// Its value, or its error; see `result(within:)`.
+    public func value(within limit: Duration = .seconds(60)) async throws -> T {
+        try await result(within: limit).get()
+    }
+
+    public func cancel() { task.withLockedValue { $0?.cancel() } }
+}
+
+extension TestTime {
+    /// Runs `body`, advancing the clock in steps until it ends: for work whose outcome, not its timing, is under test
+    /// (a Mount that must succeed, whatever its polls).
+    public func run<T: Sendable>(
+        _ what: String, step: Duration = .milliseconds(100), _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let running = Running(body)
+        try await advance(until: what, step: step) { running.isFinished }
+        return try await running.value()
+    }
+}
