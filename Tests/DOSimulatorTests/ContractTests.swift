@@ -45,22 +45,19 @@ import Testing
             VolumeCreateRequest(name: "pgdata", sizeGigabytes: 10, region: "nyc1", description: "db", filesystemType: "ext4",
                                 filesystemLabel: "pg", tags: ["db"]))
         _ = try await client.createVolume(VolumeCreateRequest(name: "plain", sizeGigabytes: 1, region: "nyc1"))
-        _ = try? await client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1"))
+        try await expectError(.conflict) { try await client.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 1, region: "nyc1")) }
         _ = try await client.volumes(named: "pgdata", region: "nyc1")
         _ = try await client.volumes(region: "nyc1")
         _ = try await client.volume(id: volume.id)
-        _ = try? await client.volume(id: "00000000-0000-0000-0000-000000000000")
-        _ = try? await client.detach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
+        try await expectError(.notFound) { try await client.volume(id: "00000000-0000-0000-0000-000000000000") }
+        try await expectError(.unprocessable) { try await client.detach(volumeID: volume.id, dropletID: 1001, region: "nyc1") }
         let attach = try await client.attach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
-        _ = try? await client.attach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
-        var action = attach
-        while action.status == .inProgress {
-            action = try await client.action(volumeID: volume.id, actionID: attach.id)
-        }
+        try await expectError(.unprocessable) { try await client.attach(volumeID: volume.id, dropletID: 1001, region: "nyc1") }
+        try await poll("the attach to complete") { try await client.action(volumeID: volume.id, actionID: attach.id).status != .inProgress }
         // Snapshots: taken, refused under a name the volume's snapshots use, listed, read both ways, restored as a
         // new volume, deleted.
         let snapshot = try await client.createSnapshot(volumeID: volume.id, name: "pgdata-before", tags: ["do-storage"])
-        _ = try? await client.createSnapshot(volumeID: volume.id, name: "pgdata-before", tags: [])
+        try await expectError(.conflict) { try await client.createSnapshot(volumeID: volume.id, name: "pgdata-before", tags: []) }
         #expect(try await client.snapshots(volumeID: volume.id).map(\.id) == [snapshot.id])
         _ = try await client.snapshot(id: snapshot.id)
         _ = try await raw(transport, running, .get, "/v2/volumes/snapshots/\(snapshot.id)", nil)
@@ -68,7 +65,7 @@ import Testing
             VolumeCreateRequest(name: "restored", sizeGigabytes: 1, region: "nyc1", snapshotID: snapshot.id))
         #expect(restored.sizeGigabytes == 10, "a volume from a snapshot is as large as the snapshot's volume")
         try await client.deleteSnapshot(id: snapshot.id)
-        _ = try? await client.snapshot(id: snapshot.id)
+        try await expectError(.notFound) { try await client.snapshot(id: snapshot.id) }
         let second = try await client.createSnapshot(volumeID: volume.id, name: "pgdata-2", tags: [])
         _ = try await raw(transport, running, .delete, "/v2/volumes/snapshots/\(second.id)", nil)
         // The heartbeat: a tag made, put on the droplet, seen in the droplet object, deleted.
@@ -78,30 +75,35 @@ import Testing
         _ = try await raw(transport, running, .delete, "/v2/tags/do-storage-lease-1001-1795000000/resources",
                           #"{"resources":[{"resource_id":"1001","resource_type":"droplet"}]}"#)
         try await client.deleteTag(name: "do-storage-lease-1001-1795000000")
-        _ = try? await client.deleteTag(name: "do-storage-lease-1001-1795000000")
-        _ = try? await client.tag(dropletID: 1001, with: "never-made")
-        _ = try? await client.deleteVolume(id: volume.id)
+        try await expectError(.notFound) { try await client.deleteTag(name: "do-storage-lease-1001-1795000000") }
+        try await expectError(.notFound) { try await client.tag(dropletID: 1001, with: "never-made") }
+        try await expectError(.conflict) { try await client.deleteVolume(id: volume.id) }
         let detach = try await client.detach(volumeID: volume.id, dropletID: 1001, region: "nyc1")
-        while try await client.action(volumeID: volume.id, actionID: detach.id).status == .inProgress {}
+        try await poll("the detach to complete") { try await client.action(volumeID: volume.id, actionID: detach.id).status != .inProgress }
         server.inject(Fault(.tooManyRequests(retryAfter: 0)))
         server.inject(Fault(.status(500)))
         _ = try await client.volumes(named: "plain", region: "nyc1")
-        _ = try? await DOClient(baseURL: running.apiURL, token: "wrong", transport: transport, logger: Logger(label: "c"))
-            .volumes(named: "x", region: "nyc1")
+        try await expectError(.unauthorized) {
+            try await DOClient(baseURL: running.apiURL, token: "wrong", transport: transport, logger: Logger(label: "c"))
+                .volumes(named: "x", region: "nyc1")
+        }
         // The endpoints the client does not use but the simulator serves: by-name actions, /v2/actions, delete by name.
         let byName = try await raw(transport, running, .post, "/v2/volumes/actions",
                                    #"{"type":"attach","volume_name":"plain","droplet_id":1001,"region":"nyc1"}"#)
         let actionID = try #require(
             (try JSONSerialization.jsonObject(with: Data(byName.body)) as? [String: [String: Any]])?["action"]?["id"] as? Int)
         _ = try await raw(transport, running, .get, "/v2/actions/\(actionID)", nil)
-        _ = try await raw(transport, running, .post, "/v2/volumes/\(volume.id)/actions",
+        let resize = try await raw(transport, running, .post, "/v2/volumes/\(volume.id)/actions",
                           #"{"type":"resize","size_gigabytes":20,"region":"nyc1"}"#)
+        #expect(resize.status == 202)
+        try await poll("the resize to complete") { try await client.volume(id: volume.id).sizeGigabytes == 20 }
         try await client.deleteVolume(id: volume.id)
-        while try await client.volume(id: try #require(try await client.volumes(named: "plain", region: "nyc1").first).id).dropletIDs.isEmpty {}
+        let plain = try #require(try await client.volumes(named: "plain", region: "nyc1").first)
+        try await poll("the attach by name to complete") { try await !client.volume(id: plain.id).dropletIDs.isEmpty }
         let detachPlain = try await raw(transport, running, .post, "/v2/volumes/actions",
                                         #"{"type":"detach","volume_name":"plain","droplet_id":1001,"region":"nyc1"}"#)
         #expect(detachPlain.status == 202)
-        while try await client.volumes(named: "plain", region: "nyc1").first?.dropletIDs.isEmpty == false {}
+        try await poll("the detach by name to complete") { try await client.volume(id: plain.id).dropletIDs.isEmpty }
         _ = try await raw(transport, running, .delete, "/v2/volumes?name=plain&region=nyc1", nil)
         await running.stop()
 
@@ -116,12 +118,33 @@ import Testing
         try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
 
         let validator = Self.packageRoot.appendingPathComponent("Tests/contract/validate_openapi.py").path
+        // scripts/test gives the Python of the virtual environment that holds openapi-core.
+        let python = ProcessInfo.processInfo.environment["DO_STORAGE_PYTHON"].map { Executable.path(.init($0)) } ?? .name("python3")
         let result = try await Subprocess.run(
-            .name("python3"), arguments: [validator, Self.specPath, file], output: .string(limit: 1 << 20),
+            python, arguments: [validator, Self.specPath, file], output: .string(limit: 1 << 20),
             error: .string(limit: 1 << 20))
         let report = result.standardOutput + result.standardError
         #expect(result.terminationStatus == .exited(0), "\(report)")
         #expect(report.contains("contract: \(exchanges.count) valid exchanges, 0 invalid"), "\(report)")
+    }
+
+    /// The call fails with a `DOError` of `code`; anything else fails the test.
+    func expectError<T>(_ code: DOError.Code, _ body: () async throws -> T) async throws {
+        do {
+            _ = try await body()
+            Issue.record("expected a \(code) error, the call succeeded")
+        } catch let error as DOError {
+            #expect(error.code == code, "\(error)")
+        }
+    }
+
+    /// Asks until `condition` holds, every 10 ms, for at most 60 s (a guard against a hang, not a margin).
+    func poll(_ what: String, _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await !condition() {
+            try #require(ContinuousClock.now < deadline, "\(what) did not happen within 60 s")
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     func raw(
