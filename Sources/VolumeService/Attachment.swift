@@ -22,7 +22,7 @@ extension VolumeService {
         }
         // Written before the request: a plugin killed from here on finds it at its next start.
         record.attachRequested = time.wallClock()
-        state.volumes[name] = record
+        write(record)
         try await persist()
         let attached = try await dropletLock.withLock("actions") {
             try await attach(volume, watch: watch, name: name)

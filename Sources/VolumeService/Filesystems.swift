@@ -132,14 +132,15 @@ extension VolumeService {
             count = await devices.nextEvent(after: count)
             if Task.isCancelled { return }
             for name in state.volumes.keys.sorted() where state.volumes[name]?.mountpoint != nil {
-                await volumeLocks.withLock(name) {
-                    guard var record = state.volumes[name], let mountpoint = record.mountpoint,
+                // Only cancellation ends the wait for the lock, and with it the loop.
+                try? await volumeLocks.withLock(name) {
+                    guard var record = checkout(name), let mountpoint = record.mountpoint,
                         let device = record.seen?.device, let type = record.seen.flatMap({ FilesystemType(rawValue: $0.fstype) })
                     else { return }
                     let before = record
                     await growIfNeeded(device, type: type, mountpoint: mountpoint, record: &record)
                     guard record != before else { return }
-                    state.volumes[name] = record
+                    write(record)
                     do {
                         try await persist()
                     } catch {

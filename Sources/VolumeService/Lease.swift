@@ -102,7 +102,8 @@ extension VolumeService {
     /// - Returns: The time until the next step: what is left of the renewal interval, or at most a minute after a failed renewal.
     @discardableResult
     public func heartbeat() async -> Duration {
-        await dropletLock.withLock("lease") {
+        // Only cancellation (the plugin stopping) ends the wait for the lock.
+        (try? await dropletLock.withLock("lease") {
             let renew = configuration.leaseRenew
             let now = time.wallClock()
             var lease = state.lease ?? LeaseState()
@@ -133,7 +134,7 @@ extension VolumeService {
             await persistLease()
             logger.debug("Heartbeat renewed", metadata: ["lease.tag": "\(name)"])
             return renew
-        }
+        }) ?? configuration.leaseRenew
     }
 
     /// Starts a renewal in the background when the heartbeat is missing or due: called as a Mount brings a volume

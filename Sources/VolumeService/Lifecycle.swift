@@ -72,7 +72,7 @@ extension VolumeService {
 
     public func remove(name: String) async throws {
         try await volumeLocks.withLock(name) {
-            guard var record = state.volumes[name] else { return }
+            guard var record = checkout(name) else { return }
             if record.referenceCount > 0 {
                 throw VolumeError(
                     .inUse,
@@ -82,11 +82,13 @@ extension VolumeService {
             if let mountpoint = record.mountpoint {
                 try await unmountIfMounted(mountpoint, name: name)
                 record.mountpoint = nil
+                write(record)
             }
             if (record.onRemove ?? configuration.defaults.removePolicy) == .delete {
                 try await deleteOnDigitalOcean(&record)
             }
             state.volumes[name] = nil
+            writeBases[name] = nil
             try await persist()
             logger.info("Volume forgotten", metadata: ["volume.name": "\(name)"])
         }
@@ -145,6 +147,7 @@ extension VolumeService {
         record.takeover = options.takeover
         record.saw(volume)
         state.volumes[name] = record
+        writeBases[name] = nil
         try await persist()
     }
 

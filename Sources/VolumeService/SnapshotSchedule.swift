@@ -166,7 +166,8 @@ extension VolumeService {
             return now.timeIntervalSince(last) >= schedule.every.seconds
         }.map(\.name)
         for name in due {
-            await snapshotLocks.withLock(name) { await runSchedule(name) }
+            // Only cancellation (the plugin stopping) ends the wait for the lock.
+            try? await snapshotLocks.withLock(name) { await runSchedule(name) }
         }
     }
 
@@ -213,7 +214,7 @@ extension VolumeService {
             let message = "scheduled snapshot failed: \(error)"
             update = { $0.lastError = message }
         }
-        await volumeLocks.withLock(name) {
+        try? await volumeLocks.withLock(name) {
             guard state.volumes[name] != nil else { return }
             update(&state.volumes[name]!)
             do {

@@ -18,10 +18,10 @@ extension VolumeService {
         }
         if state.volumes[name] != nil {
             return try await volumeLocks.withLock(name) {
-                guard var record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+                guard var record = checkout(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
                 let volume = try await currentVolume(&record)
                 let (snapshot, _) = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [])
-                state.volumes[name] = record
+                write(record)
                 try await persist()
                 return Self.info(snapshot)
             }
@@ -125,10 +125,10 @@ extension VolumeService {
         let snapshotName = "\(name)-clone-\(Self.snapshotTime(time.wallClock()))"
         if state.volumes[source] != nil {
             return try await volumeLocks.withLock(source) {
-                guard var record = state.volumes[source] else { throw VolumeError(.notFound, "no such volume: \(source)") }
+                guard var record = checkout(source) else { throw VolumeError(.notFound, "no such volume: \(source)") }
                 let volume = try await currentVolume(&record)
                 let snapshot = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [Self.cloneTag])
-                state.volumes[source] = record
+                write(record)
                 try await persist()
                 return snapshot
             }

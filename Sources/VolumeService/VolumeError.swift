@@ -9,6 +9,7 @@ public struct VolumeErrorCode: Hashable, Sendable, CustomStringConvertible {
     private enum Base: String, Hashable, Sendable {
         case notConfigured, notFound, invalidName, invalidOption, inUse, attachedElsewhere, blankDevice
         case deviceTimeout, notBlockDevice, actionFailed, mountFailed, unmountFailed, cloud, state, malformedRequest
+        case busy
     }
     private let base: Base
     private init(_ base: Base) { self.base = base }
@@ -36,6 +37,8 @@ public struct VolumeErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let cloud = Self(.cloud)
     /// The state file could not be written.
     public static let state = Self(.state)
+    /// Another operation on the same volume did not finish before this request's deadline.
+    public static let busy = Self(.busy)
     /// A request whose body is not the protocol's JSON.
     public static let malformedRequest = Self(.malformedRequest)
 

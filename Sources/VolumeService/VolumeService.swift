@@ -26,18 +26,20 @@ public actor VolumeService: VolumeDriver {
     /// What Get, List and Path answer: the registry's volumes as the protocol shows them, made again whenever the
     /// registry changes, and read without the actor (the engine sends these by the thousand, from many connections).
     nonisolated let lookups = Mutex(VolumeLookups())
+    /// The records as their lock holders last took or wrote them (see `checkout` and `write`).
+    var writeBases: [String: VolumeRecord] = [:]
     /// Names DigitalOcean did not know, for a short while.
     var negativeLookups: RecentMisses
     /// Device sizes at which an online growth failed, by volume name: not tried again until the size changes.
     var failedOnlineGrowth: [String: UInt64] = [:]
     /// Mounts between their first DigitalOcean call and their end: the droplet holds (or is about to hold) a volume.
     var mountsInFlight = 0
-    let volumeLocks = AsyncKeyedLock()
+    let volumeLocks: AsyncKeyedLock
     /// One snapshot at a time per volume.
-    let snapshotLocks = AsyncKeyedLock()
+    let snapshotLocks: AsyncKeyedLock
     /// Filesystems frozen for a snapshot now, by volume name: an Unmount thaws them at once.
     var activeFreezes: [String: ThawOnce] = [:]
-    let dropletLock = AsyncKeyedLock()
+    let dropletLock: AsyncKeyedLock
 
     public init(
         configuration: ServiceConfiguration, api: any VolumeAPI, devices: any DeviceWatching,
@@ -50,6 +52,9 @@ public actor VolumeService: VolumeDriver {
         self.store = store
         self.time = time
         self.logger = logger
+        volumeLocks = AsyncKeyedLock(time: time) { "volume \($0)" }
+        snapshotLocks = AsyncKeyedLock(time: time) { "the snapshot of volume \($0)" }
+        dropletLock = AsyncKeyedLock(time: time) { "this droplet's \($0)" }
         let loaded = try store.load()
         self.state = loaded
         self.negativeLookups = RecentMisses(ttl: configuration.negativeLookupTTL)
@@ -81,27 +86,27 @@ public actor VolumeService: VolumeDriver {
         let mounts = try await filesystem.mounts(under: configuration.mountRoot)
         let mounted = Dictionary(mounts.map { ($0.mountpoint, $0) }, uniquingKeysWith: { first, _ in first })
         var changed = false
-        for (name, var record) in state.volumes {
+        for (name, record) in state.volumes {
             let mountpoint = mountpoint(for: name)
+            // Each change is written to the registry as one field, never as a copy of the record from before an await.
             if mounted[mountpoint] == nil {
                 if record.mountpoint != nil || !record.references.isEmpty {
                     logger.notice(
                         "Mount is gone; dropping its references",
                         metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
-                    record.mountpoint = nil
-                    record.references = [:]
+                    state.volumes[name]?.mountpoint = nil
+                    state.volumes[name]?.references = [:]
                     changed = true
                 }
             } else if record.references.isEmpty {
                 logger.notice("Unmounting a mount that no container holds", metadata: ["volume.name": "\(name)"])
                 try await filesystem.unmount(path: mountpoint)
-                record.mountpoint = nil
+                state.volumes[name]?.mountpoint = nil
                 changed = true
             } else if record.mountpoint == nil {
-                record.mountpoint = mountpoint
+                state.volumes[name]?.mountpoint = mountpoint
                 changed = true
             }
-            state.volumes[name] = record
         }
         if changed { try await persist() }
     }
@@ -153,7 +158,7 @@ public actor VolumeService: VolumeDriver {
         for volume in attachedHere {
             guard let name = state.volumes.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
             else { continue }
-            await volumeLocks.withLock(name) {
+            try? await volumeLocks.withLock(name) {
                 guard let record = state.volumes[name], record.references.isEmpty, record.mountpoint == nil else { return }
                 logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
                 do {
@@ -209,12 +214,12 @@ public actor VolumeService: VolumeDriver {
     func mountWithinDeadline(name: String, id: String) async throws -> String {
         if state.volumes[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
         return try await volumeLocks.withLock(name) {
-            guard var record = state.volumes[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+            guard var record = checkout(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
             let mountpoint = mountpoint(for: name)
             if try await isMounted(mountpoint) {
                 record.references[id, default: 0] += 1
                 record.mountpoint = mountpoint
-                state.volumes[name] = record
+                write(record)
                 try await persist()
                 logger.debug("Mount reused", metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
                 return mountpoint
@@ -233,7 +238,7 @@ public actor VolumeService: VolumeDriver {
             record.references[id, default: 0] += 1
             record.mountpoint = mountpoint
             record.attachRequested = nil
-            state.volumes[name] = record
+            write(record)
             try await persist()
             logger.info(
                 "Volume mounted",
@@ -247,13 +252,13 @@ public actor VolumeService: VolumeDriver {
 
     public func unmount(name: String, id: String) async throws {
         try await volumeLocks.withLock(name) {
-            guard var record = state.volumes[name] else { return }
+            guard var record = checkout(name) else { return }
             guard let count = record.references[id] else {
                 logger.notice("Unmount for a mount ID this plugin does not hold", metadata: ["volume.name": "\(name)", "mount.id": "\(id)"])
                 return
             }
             if count > 1 { record.references[id] = count - 1 } else { record.references[id] = nil }
-            state.volumes[name] = record
+            write(record)
             if record.referenceCount > 0 {
                 try await persist()
                 return
@@ -263,7 +268,7 @@ public actor VolumeService: VolumeDriver {
             await activeFreezes[name]?.run()
             try await unmountIfMounted(mountpoint, name: name)
             record.mountpoint = nil
-            state.volumes[name] = record
+            write(record)
             try await persist()
             logger.info("Volume unmounted", metadata: ["volume.name": "\(name)"])
             if configuration.detachOnUnmount {
@@ -272,7 +277,7 @@ public actor VolumeService: VolumeDriver {
                     try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
                     record.seen?.attachedTo = nil
                     record.seen?.device = nil
-                    state.volumes[name] = record
+                    write(record)
                     try await persist()
                 } catch {
                     // The container stops whatever we answer; keep trying so the volume is not left attached here.
@@ -329,7 +334,8 @@ public actor VolumeService: VolumeDriver {
         var wait = configuration.releaseRetryInterval
         for attempt in 1...8 {
             do { try await time.sleep(wait) } catch { return }
-            let finished = await volumeLocks.withLock(name) { () -> Bool in
+            // Cancelled (the plugin stopping): stop trying.
+            guard let finished = try? await volumeLocks.withLock(name, { () -> Bool in
                 guard let record = state.volumes[name], record.references.isEmpty, record.mountpoint == nil else {
                     return true
                 }
@@ -342,7 +348,7 @@ public actor VolumeService: VolumeDriver {
                         metadata: ["volume.name": "\(name)", "attempt": "\(attempt)", "error": "\(error)"])
                     return false
                 }
-            }
+            }) else { return }
             if finished { return }
             wait = min(wait * 2, .seconds(60))
         }

@@ -1,0 +1,136 @@
+import DOSimulator
+import DigitalOcean
+import Foundation
+import NIOConcurrencyHelpers
+import Testing
+import TestSupport
+import Timekeeping
+@testable import VolumeService
+
+/// Waits and writes that interleave: the per-volume lock gives up with its caller, and a record's holder never
+/// writes back an older copy over what others wrote meanwhile.
+@Suite(.timeLimit(.minutes(2))) struct ConcurrencyTests {
+
+    @Test func aWaiterWhoseTaskIsCancelledLeavesTheLineAndTheNextOneGetsTheLock() async throws {
+        let lock = AsyncKeyedLock()
+        let release = AsyncStream<Void>.makeStream()
+        let holder = Running { try await lock.withLock("v") { for await _ in release.stream {} } }
+        try await waitUntil("the holder to take the lock", within: .seconds(60)) { lock.isLocked("v") }
+        let cancelled = Running { try await lock.withLock("v") { "got it" } }
+        let next = Running { try await lock.withLock("v") { "next" } }
+        try await waitUntil("both to wait", within: .seconds(60)) { lock.waiters("v") == 2 }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value() }
+        #expect(lock.waiters("v") == 1)
+        release.continuation.finish()
+        try await holder.value()
+        #expect(try await next.value() == "next")
+        #expect(!lock.isLocked("v"), "released by the last holder")
+    }
+
+    @Test func aWaiterGivesUpAtItsTasksDeadlineAndTheHolderGoesOn() async throws {
+        let time = TestTime()
+        let lock = AsyncKeyedLock(time: time.timeSource) { "volume \($0)" }
+        let release = AsyncStream<Void>.makeStream()
+        let holder = Running { try await lock.withLock("pgdata") { for await _ in release.stream {} } }
+        try await waitUntil("the holder to take the lock", within: .seconds(60)) { lock.isLocked("pgdata") }
+        let deadline = time.timeSource.now() + .seconds(110)
+        let waiter = Running {
+            try await Deadline.$current.withValue(deadline) { try await lock.withLock("pgdata") { "got it" } }
+        }
+        try await time.waitForSleepers(1, "the waiter's deadline")
+        await time.advance(by: .seconds(109))
+        #expect(!waiter.isFinished)
+        await time.advance(by: .seconds(1))
+        let error = await #expect(throws: VolumeError.self) { try await waiter.value() }
+        #expect(error?.code == .busy)
+        #expect(error?.message.contains("another operation on volume pgdata") == true, "\(String(describing: error))")
+        #expect(lock.waiters("pgdata") == 0 && lock.isLocked("pgdata"), "the holder still holds it")
+        release.continuation.finish()
+        try await holder.value()
+        #expect(!lock.isLocked("pgdata"))
+    }
+
+    /// A Mount queued behind a slow operation on the same volume (a snapshot DigitalOcean does not answer) ends by
+    /// its own deadline, well inside Docker's two minutes, instead of waiting for it.
+    @Test func aMountQueuedBehindASlowOperationEndsByItsDeadline() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
+        try await harness.createVolume("pgdata")
+        let hanging = HangingSnapshotAPI(base: harness.api)
+        let a = try await harness.node(droplet: 1, api: hanging) { $0.mountDeadline = .seconds(110) }
+        try await a.service.create(name: "pgdata", options: [:])
+        hanging.hang()
+        let snapshot = Running { try await a.service.createSnapshot(volume: "pgdata", name: "slow") }
+        try await waitUntil("the snapshot to be requested", within: .seconds(60)) { hanging.waiting > 0 }
+        let sleepers = time.sleeperCount
+        let mount = Running { try await a.service.mount(name: "pgdata", id: "c1") }
+        try await time.waitForSleepers(sleepers + 1, "the Mount's deadline")
+        await time.advance(by: .seconds(110))
+        let error = await #expect(throws: VolumeError.self) { try await mount.value() }
+        #expect(error?.code == .busy, "\(String(describing: error))")
+        #expect(await a.service.records["pgdata"]?.references.isEmpty == true)
+        #expect(await harness.attachments("pgdata").isEmpty)
+        snapshot.cancel()
+        _ = try await snapshot.result()
+    }
+
+    /// `snapshot list` while a Mount of the same volume waits for its attach: the count it learnt survives the
+    /// Mount's end.
+    @Test func aMountInFlightNeverWritesBackAnOlderRecord() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(actionLatency: .seconds(1), testTime: time)
+        let volume = try await harness.createVolume("pgdata")
+        for index in 1...3 { _ = try await harness.api.createSnapshot(volumeID: volume.id, name: "s\(index)", tags: []) }
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        let sleepers = time.sleeperCount
+        let mount = Running { try await a.service.mount(name: "pgdata", id: "c1") }
+        try await time.waitForSleepers(sleepers + 2, "the attach and the Mount's poll")
+        #expect(try await a.service.listSnapshots(volume: "pgdata").count == 3)
+        #expect(await a.service.records["pgdata"]?.snapshotCount == 3)
+        try await time.advance(until: "the Mount") { mount.isFinished }
+        _ = try await mount.value()
+        #expect(await a.service.records["pgdata"]?.snapshotCount == 3, "not undone by the Mount's older copy")
+        #expect(try await a.service.get(name: "pgdata").status["snapshots"] == "3")
+    }
+
+    /// The three-way merge behind every write-back takes each field this copy changed, and only those: a field
+    /// added to the record and not to the merge fails here.
+    @Test func aWriteBackTakesEveryFieldItChangedAndNoOther() throws {
+        let base = VolumeRecord(name: "v", doName: "v", createdAt: Date(timeIntervalSince1970: 0))
+        var mine = base
+        mine.doName = "w"
+        mine.volumeID = "id"
+        mine.createdAt = Date(timeIntervalSince1970: 1)
+        mine.references = ["c": 1]
+        mine.mountpoint = "/m"
+        mine.mountOptions = [.noatime]
+        mine.onRemove = .delete
+        mine.seen = SeenVolume(sizeGiB: 1, fstype: "ext4", attachedTo: 1, createdByPlugin: true)
+        mine.lastError = "e"
+        mine.formatAs = .xfs
+        mine.formatLabel = "l"
+        mine.takeover = .always
+        mine.attachRequested = Date(timeIntervalSince1970: 2)
+        mine.cloneConsistency = .frozen
+        mine.snapshotCount = 4
+        mine.lastSnapshot = "s"
+        mine.schedule = SnapshotSchedule(every: .seconds(3600), keep: SnapshotSchedule.defaultKeep)
+        mine.lastScheduledAt = Date(timeIntervalSince1970: 3)
+        // Every stored property but the name (the record's key) differs: the merge onto the base must give this copy
+        // back whole.
+        let same = zip(Mirror(reflecting: mine).children, Mirror(reflecting: base).children)
+            .filter { "\($0.0.value)" == "\($0.1.value)" }.compactMap(\.0.label)
+        #expect(same == ["name"], "the test sets every field")
+        #expect(mine.changes(since: base, appliedTo: base) == mine)
+
+        // Others changed the snapshot count meanwhile; this copy changed only the references.
+        var current = base
+        current.snapshotCount = 7
+        var holder = base
+        holder.references = ["c": 2]
+        let merged = holder.changes(since: base, appliedTo: current)
+        #expect(merged.snapshotCount == 7 && merged.references == ["c": 2])
+    }
+}
