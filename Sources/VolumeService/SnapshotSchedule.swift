@@ -142,6 +142,11 @@ public struct SnapshotSchedule: Sendable, Equatable, Codable {
     }
 }
 
+/// A due schedule that cannot make room at the snapshot cap: nothing is frozen or taken.
+struct ScheduleBlocked: Error {
+    var message: String
+}
+
 /// Running schedules: on the droplet where a volume is mounted, a snapshot (frozen) each `every`, then retention
 /// over the snapshots the schedule made. At most one snapshot of a volume in flight; a Mount or Unmount never
 /// waits for one (an Unmount thaws a frozen filesystem at once and the snapshot is abandoned).
@@ -186,19 +191,21 @@ extension VolumeService {
                 // Another droplet took it before the volume moved here.
                 update = { $0.lastScheduledAt = last }
             } else {
+                // What retention drops once the new snapshot exists: at DigitalOcean's cap it is deleted first, to
+                // make room, else after the new one is taken.
+                let newest = "(new)"
+                let keep = schedule.keep.keep(
+                    scheduled.map { ($0.id, Self.date($0.createdAt) ?? now) } + [(newest, now)])
+                let dropped = scheduled.filter { !keep.contains($0.id) }
+                let atCap = existing.count >= Self.snapshotsPerVolume
+                if atCap && existing.count - dropped.count >= Self.snapshotsPerVolume {
+                    throw ScheduleBlocked(message: Self.noRoom(name, schedule: schedule, existing: existing, scheduled: scheduled))
+                }
+                var deleted = 0
+                if atCap { deleted = try await deleteScheduled(dropped, of: name) }
                 let (taken, _) = try await takeSnapshot(
                     of: volume, record: &record, name: "\(name)-\(Self.snapshotTime(now))", tags: [SnapshotSchedule.scheduledTag])
-                let candidates = (scheduled + [taken]).map { ($0.id, Self.date($0.createdAt) ?? now) }
-                let keep = schedule.keep.keep(candidates)
-                var deleted = 0
-                for snapshot in scheduled where !keep.contains(snapshot.id) {
-                    do {
-                        try await api.deleteSnapshot(id: snapshot.id)
-                        deleted += 1
-                    } catch let error as DOError where error.code == .notFound {
-                        deleted += 1
-                    }
-                }
+                if !atCap { deleted = try await deleteScheduled(dropped, of: name) }
                 logger.info(
                     "Scheduled snapshot taken",
                     metadata: ["volume.name": "\(name)", "do.snapshot.id": "\(taken.id)", "deleted": "\(deleted)"])
@@ -207,11 +214,21 @@ extension VolumeService {
                     $0.snapshotCount = count
                     $0.lastSnapshot = last
                     $0.lastScheduledAt = now
+                    if $0.lastError?.hasPrefix(Self.scheduleErrorPrefix) == true { $0.lastError = nil }
                 }
+            }
+        } catch let blocked as ScheduleBlocked {
+            // Nothing was frozen or taken; tried again a period later (or at once when the volume moves), not at every
+            // check.
+            logger.warning("Scheduled snapshot cannot be taken", metadata: ["volume.name": "\(name)", "reason": "\(blocked.message)"])
+            let now = time.wallClock()
+            update = {
+                $0.lastError = blocked.message
+                $0.lastScheduledAt = now
             }
         } catch {
             logger.warning("Scheduled snapshot failed", metadata: ["volume.name": "\(name)", "error": "\(error)"])
-            let message = "scheduled snapshot failed: \(error)"
+            let message = "\(Self.scheduleErrorPrefix) failed: \(error)"
             update = { $0.lastError = message }
         }
         try? await volumeLocks.withLock(name) {
@@ -223,6 +240,39 @@ extension VolumeService {
                 logger.warning("Cannot save the plugin's state", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// At most this many snapshots per volume: DigitalOcean's limit.
+    static let snapshotsPerVolume = 25
+    static let scheduleErrorPrefix = "scheduled snapshot"
+
+    /// Deletes the schedule's own snapshots that retention drops; returns how many are gone.
+    func deleteScheduled(_ snapshots: [Snapshot], of name: String) async throws -> Int {
+        var deleted = 0
+        for snapshot in snapshots {
+            do {
+                try await api.deleteSnapshot(id: snapshot.id)
+            } catch let error as DOError where error.code == .notFound {
+                // Gone already.
+            } catch let error as DOError {
+                throw VolumeError(.cloud, "cannot delete scheduled snapshot \(snapshot.name) of volume \(name): \(error)")
+            }
+            deleted += 1
+        }
+        return deleted
+    }
+
+    /// Why a schedule at the cap cannot make room, and what to do.
+    static func noRoom(_ name: String, schedule: SnapshotSchedule, existing: [Snapshot], scheduled: [Snapshot]) -> String {
+        let others = existing.count - scheduled.count
+        var parts: [String] = []
+        if !scheduled.isEmpty {
+            parts.append("\(scheduled.count) are the schedule's, and snapshot_keep=\(schedule.keep.description) keeps them all")
+        }
+        if others > 0 { parts.append("\(others) were taken by hand or for clones, and the schedule never deletes those") }
+        return "\(scheduleErrorPrefix) not taken: volume \(name) has \(existing.count) snapshots, DigitalOcean's most; "
+            + parts.joined(separator: "; ") + ". Delete some (do-storage snapshot list \(name), then do-storage snapshot "
+            + "delete \(name) NAME)" + (scheduled.isEmpty ? "" : " or keep fewer (snapshot_keep)")
     }
 
     /// Puts a schedule on an existing volume: its tags change, so it follows the volume. Returns the new tags.

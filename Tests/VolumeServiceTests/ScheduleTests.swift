@@ -135,3 +135,76 @@ import VolumeService
         #expect(lastError.contains("was abandoned"), "\(lastError)")
     }
 }
+
+/// DigitalOcean keeps at most 25 snapshots per volume: a schedule at the cap makes room first, and one that cannot
+/// says so in Status and does not freeze the filesystem for nothing.
+@Suite(.timeLimit(.minutes(2))) struct ScheduleAtTheCapTests {
+    func mounted(keep: String) async throws -> (ServiceHarness, ServiceHarness.Node, MovableWallClock, Volume) {
+        let clock = MovableWallClock()
+        let harness = try ServiceHarness(clock: clock)
+        let a = try await harness.node(droplet: 1, time: clock.timeSource)
+        try await a.service.create(name: "pgdata", options: ["snapshot_every": "6h", "snapshot_keep": keep])
+        let volume = try #require(await harness.world.listVolumes(name: "pgdata", region: "nyc1").first)
+        _ = try await a.service.mount(name: "pgdata", id: "c1")
+        return (harness, a, clock, volume)
+    }
+
+    @Test func atTheCapTheSchedulesOwnOldestGoesFirst() async throws {
+        let (harness, a, clock, volume) = try await mounted(keep: "last:1")
+        for index in 1...24 { _ = try await harness.api.createSnapshot(volumeID: volume.id, name: "by-hand-\(index)", tags: []) }
+        await a.service.snapshotSchedulesOnce()
+        let first = try await harness.world.listSnapshots(volumeID: volume.id)
+        #expect(first.count == 25)
+        for round in 1...3 {
+            clock.move(by: .seconds(6 * 3600))
+            await a.service.snapshotSchedulesOnce()
+            let names = try await harness.world.listSnapshots(volumeID: volume.id).map(\.name)
+            #expect(names.count == 25, "round \(round): \(names)")
+            #expect(names.filter { $0.hasPrefix("by-hand-") }.count == 24, "round \(round)")
+            #expect(!names.contains(first.last!.name), "round \(round): the previous scheduled one made room")
+        }
+        #expect(a.filesystem.freezeLog.count == 8, "one freeze and thaw per snapshot taken")
+        let status = try await a.service.get(name: "pgdata").status
+        #expect(status["last_error"] == "", "\(status)")
+        #expect(status["snapshots"] == "25")
+    }
+
+    @Test func aCapFullOfManualSnapshotsIsShownAndFreezesNothing() async throws {
+        let (harness, a, clock, volume) = try await mounted(keep: "last:3")
+        var manual: [Snapshot] = []
+        for index in 1...25 { manual.append(try await harness.api.createSnapshot(volumeID: volume.id, name: "by-hand-\(index)", tags: [])) }
+        harness.api.calls.reset()
+        await a.service.snapshotSchedulesOnce()
+        let lastError = try await a.service.get(name: "pgdata").status["last_error"] ?? ""
+        #expect(lastError.contains("has 25 snapshots, DigitalOcean's most"), "\(lastError)")
+        #expect(lastError.contains("25 were taken by hand or for clones"), "\(lastError)")
+        #expect(lastError.contains("do-storage snapshot delete pgdata NAME"), "\(lastError)")
+        #expect(a.filesystem.freezeLog.isEmpty, "nothing frozen for a snapshot that cannot be taken")
+        #expect(harness.api.calls.byName["POST /v2/volumes/{id}/snapshots"] == nil)
+        // Not tried again at every check: once per period.
+        await a.service.snapshotSchedulesOnce()
+        #expect(harness.api.calls.byName["GET /v2/volumes/{id}/snapshots"] == 1)
+
+        // Room made by hand: the next period's run takes it, and Status clears.
+        _ = try await a.service.deleteSnapshot(volume: "pgdata", snapshot: manual[0].name)
+        clock.move(by: .seconds(6 * 3600))
+        await a.service.snapshotSchedulesOnce()
+        #expect(try await harness.world.listSnapshots(volumeID: volume.id).count == 25)
+        #expect(a.filesystem.freezeLog.count == 2)
+        #expect(try await a.service.get(name: "pgdata").status["last_error"] == "")
+    }
+
+    @Test func aRetentionThatKeepsMoreThanTheCapIsShown() async throws {
+        let (harness, a, clock, volume) = try await mounted(keep: "last:30")
+        for _ in 1...25 {
+            await a.service.snapshotSchedulesOnce()
+            clock.move(by: .seconds(6 * 3600))
+        }
+        #expect(try await harness.world.listSnapshots(volumeID: volume.id).count == 25)
+        await a.service.snapshotSchedulesOnce()
+        let lastError = try await a.service.get(name: "pgdata").status["last_error"] ?? ""
+        #expect(lastError.contains("25 are the schedule's, and snapshot_keep=last:30 keeps them all"), "\(lastError)")
+        #expect(lastError.contains("keep fewer (snapshot_keep)"), "\(lastError)")
+        #expect(a.filesystem.freezeLog.count == 50, "no freeze for the run that could not take one")
+    }
+}
