@@ -88,7 +88,7 @@ struct Bench: AsyncParsableCommand {
         let world = SimulatorWorld(
             options: SimulatorOptions(
                 token: "bench-token", actionLatency: .milliseconds(latencyMs), snapshotLatency: .milliseconds(snapshotLatencyMs),
-                wallClock: { clock.now }),
+                snapshotInterval: .zero, wallClock: { clock.now }),
             devices: backend, logger: simLogger)
         try await world.addDroplet(id: 1, deviceDirectory: root + "/by-id")
         let server = SimulatorServer(world: world, logger: simLogger)

@@ -361,6 +361,7 @@ public struct DOClient: Sendable {
                 lastError = DOError(code: .transport, message: error.message, operation: operation)
                 wait = retry.backoff(retry: attempt)
             }
+            if lastError.code == .rateLimited { lastError.retryAfter = wait }
             if attempt > retry.maxRetries { throw lastError }
             if time.now().advanced(by: wait) > deadline {
                 if lastError.code == .transport || lastError.code == .server || lastError.code == .rateLimited {

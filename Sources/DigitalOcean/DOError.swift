@@ -47,6 +47,8 @@ public struct DOError: Error, CustomStringConvertible, Sendable {
     public var requestID: String?
     /// What was being done, e.g. "POST /v2/volumes/<id>/actions".
     public var operation: String
+    /// For `.rateLimited`: how long until DigitalOcean admits requests again, as its headers said.
+    public var retryAfter: Duration?
 
     public init(
         code: Code, status: Int? = nil, id: String? = nil, message: String, requestID: String? = nil,
@@ -78,6 +80,11 @@ public struct DOError: Error, CustomStringConvertible, Sendable {
         case .forbidden:
             return "The token lacks a scope needed for block storage, or an account limit was reached"
         case .rateLimited:
+            if let retryAfter, retryAfter > .seconds(90) {
+                return "The account's hourly API budget (5000 requests, shared by every client of the token) is spent; "
+                    + "it frees up in about \(max(Int((retryAfter.seconds / 60).rounded()), 2)) minutes: try again then, and "
+                    + "look for another client of the token that calls DigitalOcean in a loop"
+            }
             return "The account's API rate limit (250 requests a minute, 5000 an hour, shared by every client of the token) "
                 + "is exhausted; try again in a minute"
         case .transport, .server:
@@ -100,6 +107,11 @@ public struct DOError: Error, CustomStringConvertible, Sendable {
     /// 422/404 "Attachment not found": detaching a volume that is not attached there.
     public var isAttachmentNotFound: Bool {
         (status == 422 || status == 404) && message.lowercased().contains("attachment not found")
+    }
+
+    /// 422: a second snapshot of a volume within DigitalOcean's 10 minutes.
+    public var isSnapshotRateLimit: Bool {
+        status == 422 && message.lowercased().contains("snapshot rate limit")
     }
 
     /// 422 "cannot attach more volumes to the Droplet".

@@ -233,6 +233,11 @@ extension VolumeService {
             throw VolumeError(
                 .invalidOption,
                 "volume \(volume.name) already has a snapshot named \(name); choose another name")
+        } catch let error as DOError where error.isSnapshotRateLimit {
+            throw VolumeError(
+                .cloud,
+                "DigitalOcean takes at most one snapshot of a volume every 10 minutes, and volume \(volume.name) had one "
+                    + "less than 10 minutes ago; try again later (do-storage snapshot list shows when)")
         } catch let error as DOError {
             throw VolumeError(.cloud, "cannot take a snapshot of volume \(volume.name): \(error)")
         }

@@ -30,7 +30,7 @@ import Testing
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("contract-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         let world = SimulatorWorld(
-            options: SimulatorOptions(token: "contract-token", actionLatency: .milliseconds(20)),
+            options: SimulatorOptions(token: "contract-token", actionLatency: .milliseconds(20), snapshotInterval: .zero),
             devices: FileDeviceBackend(dataDirectory: root + "/data"))
         try await world.addDroplet(id: 1001, deviceDirectory: root + "/d1")
         let server = SimulatorServer(world: world)

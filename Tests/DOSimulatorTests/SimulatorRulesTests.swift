@@ -34,10 +34,12 @@ import Timekeeping
     }
 
     /// A snapshot holds the content at the moment it was taken; a volume made from it starts with that content and
-    /// the snapshot's size, in the snapshot's region only; names are unique per volume; 25 per volume.
+    /// the snapshot's size, in the snapshot's region only; names are unique per volume; 25 per volume, at most one
+    /// every 10 minutes.
     @Test func snapshotsHoldTheContentOfTheirMoment() async throws {
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let world = try await world()
+        let time = TestTime()
+        let world = try await world(time: time.timeSource)
         let volume = try await world.createVolume(VolumeCreateRequest(name: "pgdata", sizeGigabytes: 3, region: "nyc1"))
         let backing = root + "/data/\(volume.id).img"
         func write(_ text: String, to path: String) throws {
@@ -71,7 +73,16 @@ import Timekeeping
         _ = try await world.createSnapshot(volumeID: restored.id, request: .init(name: "nightly"))
         #expect(try await world.listSnapshots(volumeID: volume.id).map(\.id) == [snapshot.id])
         #expect(try await world.listSnapshots(volumeID: nil).count == 2)
-        for index in 2...25 { _ = try await world.createSnapshot(volumeID: volume.id, request: .init(name: "s\(index)")) }
+        await time.advance(by: .seconds(599))
+        let tooSoon = await #expect(throws: SimError.self) {
+            try await world.createSnapshot(volumeID: volume.id, request: .init(name: "s2"))
+        }
+        #expect(tooSoon == SimError(status: 422, id: "unprocessable_entity", message: SimulatorWorld.snapshotRateMessage))
+        for index in 2...25 {
+            await time.advance(by: .seconds(600))
+            _ = try await world.createSnapshot(volumeID: volume.id, request: .init(name: "s\(index)"))
+        }
+        await time.advance(by: .seconds(600))
         let full = await #expect(throws: SimError.self) {
             try await world.createSnapshot(volumeID: volume.id, request: .init(name: "s26"))
         }

@@ -367,3 +367,23 @@ final class RecordingTransport: HTTPTransport {
         return TransportResponse(status: 200, body: Array(#"{"volumes":[],"links":{},"meta":{"total":0}}"#.utf8))
     }
 }
+
+extension ClientTests {
+    /// The hourly budget refuses with 429 and `ratelimit-reset`, without `Retry-After` (only the per-minute burst
+    /// limit sends that): the client does not retry past its deadline and says when the budget frees up.
+    @Test func theHourlyLimitSaysWhenItFreesUp() async throws {
+        try await withLab(options: { $0.requestsPerHour = 3 }) { lab in
+            for _ in 0..<3 { _ = try await lab.client.volumes(named: "x", region: "nyc1") }
+            let error = await #expect(throws: DOError.self) { try await lab.client.volumes(named: "x", region: "nyc1") }
+            #expect(error?.code == .rateLimited)
+            let refused = lab.server.recorded.last
+            #expect(refused?.status == 429)
+            #expect(refused?.responseHeaders["retry-after"] == nil)
+            #expect(refused?.responseHeaders["ratelimit-remaining"] == "0")
+            #expect(error?.description.contains("hourly API budget") == true, "\(String(describing: error))")
+            #expect(error?.description.contains("frees up in about 60 minutes") == true, "\(String(describing: error))")
+            #expect(lab.clock.sleeps.isEmpty, "not retried: the budget frees up past the call's deadline")
+            #expect(lab.server.count() == 4)
+        }
+    }
+}

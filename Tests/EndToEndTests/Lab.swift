@@ -84,7 +84,7 @@ final class Lab: @unchecked Sendable {
         var logger = Logger(label: "do-sim")
         logger.logLevel = .warning
         world = SimulatorWorld(
-            options: SimulatorOptions(token: Lab.token, actionLatency: actionLatency),
+            options: SimulatorOptions(token: Lab.token, actionLatency: actionLatency, snapshotInterval: .zero),
             devices: LoopDeviceBackend(dataDirectory: root + "/data"), logger: logger)
         server = SimulatorServer(world: world, logger: logger)
         running = try await server.start()

@@ -173,3 +173,32 @@ final class HangingSnapshotAPI: ForwardingAPI {
         return try await base.createSnapshot(volumeID: volumeID, name: name, tags: tags)
     }
 }
+
+/// DigitalOcean's limits on snapshots, met through the plugin: each refusal says what it is and what to do.
+@Suite(.timeLimit(.minutes(2))) struct SnapshotLimitTests {
+    @Test func aSecondSnapshotWithinTenMinutesIsRefusedClearly() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time, snapshotInterval: .seconds(600))
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        _ = try await a.service.createSnapshot(volume: "pgdata", name: "first")
+        await time.advance(by: .seconds(599))
+        let error = await #expect(throws: VolumeError.self) { try await a.service.createSnapshot(volume: "pgdata", name: "second") }
+        #expect(error?.message.contains("at most one snapshot of a volume every 10 minutes") == true, "\(String(describing: error))")
+        await time.advance(by: .seconds(1))
+        _ = try await a.service.createSnapshot(volume: "pgdata", name: "second")
+        #expect(try await a.service.listSnapshots(volume: "pgdata").map(\.name) == ["second", "first"])
+    }
+
+    @Test func theTwentySixthSnapshotIsRefusedClearly() async throws {
+        let harness = try ServiceHarness()
+        let volume = try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        for index in 1...25 { _ = try await harness.api.createSnapshot(volumeID: volume.id, name: "s\(index)", tags: []) }
+        let error = await #expect(throws: VolumeError.self) { try await a.service.createSnapshot(volume: "pgdata", name: "s26") }
+        #expect(error?.message.contains("already has 25 snapshots, the most allowed") == true, "\(String(describing: error))")
+        #expect(try await harness.world.listSnapshots(volumeID: volume.id).count == 25)
+    }
+}

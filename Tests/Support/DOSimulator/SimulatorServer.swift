@@ -344,7 +344,8 @@ public final class SimulatorServer: Sendable {
         if request.headers[.authorization] != "Bearer \(world.options.token)" {
             reply = .error(SimError(status: 401, id: "unauthorized", message: "Unable to authenticate you"))
         } else {
-            let verdict = limiter.withLockedValue { $0.admit(now: Date()) }
+            let now = world.options.wallClock()
+            let verdict = limiter.withLockedValue { $0.admit(now: now) }
             headers["ratelimit-limit"] = String(verdict.limit)
             headers["ratelimit-remaining"] = String(verdict.remaining)
             headers["ratelimit-reset"] = String(verdict.reset)
@@ -371,8 +372,8 @@ public final class SimulatorServer: Sendable {
                 try? await Task.sleep(for: delay)
                 fallthrough
             case nil:
-                if let retryAfter = verdict.retryAfter {
-                    headers["retry-after"] = String(retryAfter)
+                if verdict.refused {
+                    if let retryAfter = verdict.retryAfter { headers["retry-after"] = String(retryAfter) }
                     reply = .error(SimError(status: 429, id: "too_many_requests", message: "API Rate limit exceeded."))
                 } else {
                     do {
@@ -515,7 +516,10 @@ struct RateLimiter {
         var limit: Int
         var remaining: Int
         var reset: Int
-        /// Set when the request is refused.
+        /// The request is refused (429).
+        var refused = false
+        /// Seconds until the per-minute burst limit admits again: sent as `Retry-After`. DigitalOcean sends it only
+        /// for that limit; a refusal by the hourly limit carries `ratelimit-reset` alone.
         var retryAfter: Int?
     }
 
@@ -523,14 +527,17 @@ struct RateLimiter {
         recent.removeAll { now.timeIntervalSince($0) >= 3600 }
         let lastMinute = recent.filter { now.timeIntervalSince($0) < 60 }
         var retryAfter: Int?
-        if lastMinute.count >= perMinute, let oldest = lastMinute.first {
+        var refused = true
+        if recent.count >= perHour {
+            // The hourly budget: ratelimit-reset says when it frees up.
+        } else if lastMinute.count >= perMinute, let oldest = lastMinute.first {
             retryAfter = max(Int((60 - now.timeIntervalSince(oldest)).rounded(.up)), 1)
-        } else if recent.count >= perHour, let oldest = recent.first {
-            retryAfter = max(Int((3600 - now.timeIntervalSince(oldest)).rounded(.up)), 1)
         } else {
+            refused = false
             recent.append(now)
         }
-        let reset = Int((recent.first ?? now).addingTimeInterval(3600).timeIntervalSince1970)
-        return Verdict(limit: perHour, remaining: max(perHour - recent.count, 0), reset: reset, retryAfter: retryAfter)
+        let reset = Int((recent.first ?? now).addingTimeInterval(3600).timeIntervalSince1970.rounded(.up))
+        return Verdict(
+            limit: perHour, remaining: max(perHour - recent.count, 0), reset: reset, refused: refused, retryAfter: retryAfter)
     }
 }

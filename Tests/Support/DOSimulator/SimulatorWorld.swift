@@ -45,13 +45,18 @@ public struct SimulatorOptions: Sendable {
     public var snapshotLatency: Duration
     /// The clock the simulated latencies run on: real by default, a test's clock to run them without waiting.
     public var time: TimeSource
+    /// At most one snapshot of a volume in this time, by the account's wall clock. DigitalOcean: 10 minutes; tests
+    /// that take several in a row lower it.
+    public var snapshotInterval: Duration
 
     /// - Parameter wallClock: the account's wall clock; `time`'s when nil.
     public init(
         token: String, actionLatency: Duration = .milliseconds(500), deviceDelay: Duration = .zero,
         requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15,
-        snapshotLatency: Duration = .zero, time: TimeSource = .system, wallClock: (@Sendable () -> Date)? = nil
+        snapshotLatency: Duration = .zero, snapshotInterval: Duration = .seconds(600), time: TimeSource = .system,
+        wallClock: (@Sendable () -> Date)? = nil
     ) {
+        self.snapshotInterval = snapshotInterval
         self.time = time
         self.wallClock = wallClock ?? time.wallClock
         self.snapshotLatency = snapshotLatency
@@ -355,6 +360,9 @@ public actor SimulatorWorld {
 
     /// At most this many snapshots per volume, as on DigitalOcean.
     public static let snapshotsPerVolume = 25
+    /// The refusal of a snapshot taken sooner than `snapshotInterval` after the volume's last one.
+    public static let snapshotRateMessage = "snapshot rate limit exceeded: a volume can be snapshotted once every 10 minutes"
+    var lastSnapshotTaken: [String: Date] = [:]
 
     /// How long each snapshot request took here, copy and `snapshotLatency` included, oldest first.
     public private(set) var snapshotDurations: [Duration] = []
@@ -372,8 +380,13 @@ public actor SimulatorWorld {
         guard siblings.count < Self.snapshotsPerVolume else {
             throw .unprocessable("volume \(volumeID) already has \(Self.snapshotsPerVolume) snapshots, the most allowed")
         }
+        let now = options.wallClock()
+        if let last = lastSnapshotTaken[volumeID], now.timeIntervalSince(last) < options.snapshotInterval.seconds {
+            throw .unprocessable(Self.snapshotRateMessage)
+        }
+        lastSnapshotTaken[volumeID] = now
         var snapshot = Snapshot(
-            id: UUID().uuidString.lowercased(), name: request.name, createdAt: options.wallClock().formatted(.iso8601),
+            id: UUID().uuidString.lowercased(), name: request.name, createdAt: now.formatted(.iso8601),
             regions: [stored.volume.region.slug], minDiskSize: stored.volume.sizeGigabytes, sizeGigabytes: 0,
             resourceID: volumeID, tags: request.tags ?? [])
         nextOrder += 1

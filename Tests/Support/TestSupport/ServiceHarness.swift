@@ -22,7 +22,11 @@ public final class ServiceHarness: Sendable {
     ///   - clock: the account's wall clock, for the times on volumes and snapshots; the real one when nil.
     ///   - testTime: a clock the test moves, for the simulator and every node: waits, deadlines and retries run
     ///     only as far as the test advances it.
-    public init(actionLatency: Duration = .milliseconds(30), clock: MovableWallClock? = nil, testTime: TestTime? = nil) throws {
+    ///   - snapshotInterval: at most one snapshot of a volume in this time (DigitalOcean: 10 minutes); none by default.
+    public init(
+        actionLatency: Duration = .milliseconds(30), clock: MovableWallClock? = nil, testTime: TestTime? = nil,
+        snapshotInterval: Duration = .zero
+    ) throws {
         self.testTime = testTime
         root = FileManager.default.temporaryDirectory.appendingPathComponent("do-storage-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -31,7 +35,8 @@ public final class ServiceHarness: Sendable {
         if let clock { wallClock = { clock.now } }
         world = SimulatorWorld(
             options: SimulatorOptions(
-                token: "test-token", actionLatency: actionLatency, time: testTime?.timeSource ?? .system,
+                token: "test-token", actionLatency: actionLatency, snapshotInterval: snapshotInterval,
+                time: testTime?.timeSource ?? .system,
                 wallClock: wallClock),
             devices: FileDeviceBackend(dataDirectory: root + "/data", onChange: { signal.fire() }),
             logger: Logger(label: "do-sim"))

@@ -27,6 +27,9 @@ struct DoSim: AsyncParsableCommand {
     @Option(help: "API requests a minute before 429 (DigitalOcean: 250).")
     var requestsPerMinute = 250
 
+    @Option(help: "At most one snapshot of a volume in this time, e.g. 10m (DigitalOcean) or 0s.")
+    var snapshotInterval = "10m"
+
     @Option(
         name: .customLong("droplet"),
         help: "A droplet as ID:REGION:DEVICE_DIR (repeat for several), e.g. 1001:nyc1:/srv/sim/d1/by-id.")
@@ -52,10 +55,15 @@ struct DoSim: AsyncParsableCommand {
         guard let latency = Duration(parsing: actionLatency) else {
             throw ValidationError("--action-latency must look like 500ms or 2s")
         }
+        guard let snapshotInterval = Duration(parsing: snapshotInterval) else {
+            throw ValidationError("--snapshot-interval must look like 10m or 0s")
+        }
         let backend: any SimDeviceBackend =
             loop ? LoopDeviceBackend(dataDirectory: dataDir) : FileDeviceBackend(dataDirectory: dataDir)
         let world = SimulatorWorld(
-            options: SimulatorOptions(token: token, actionLatency: latency, requestsPerMinute: requestsPerMinute),
+            options: SimulatorOptions(
+                token: token, actionLatency: latency, requestsPerMinute: requestsPerMinute,
+                snapshotInterval: snapshotInterval),
             devices: backend, logger: logger)
         var firstRegion = "nyc1"
         for (index, spec) in droplets.enumerated() {
