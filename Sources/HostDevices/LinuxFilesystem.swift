@@ -32,7 +32,7 @@ public struct LinuxFilesystem: HostFilesystem {
     }
 
     public func mount(device: String, at path: String, type: String, options: [MountOption]) async throws {
-        let (flags, data) = Self.mountArguments(options)
+        let (flags, data) = Self.mountArguments(options, type: type)
         try await NIOThreadPool.singleton.runIfActive {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             guard Glibc.mount(device, path, type, flags, data.isEmpty ? nil : data) == 0 else {
@@ -48,9 +48,12 @@ public struct LinuxFilesystem: HostFilesystem {
     }
 
     /// mount(2)'s flags and data string for the options. Access times are `noatime` unless an option says otherwise.
-    static func mountArguments(_ options: [MountOption]) -> (flags: UInt, data: String) {
+    /// xfs is mounted `nouuid`: a clone or a volume restored from a snapshot carries its origin's filesystem UUID, and
+    /// xfs refuses (EINVAL) a second filesystem with a UUID already mounted, so without it a clone could not be
+    /// mounted on the droplet where its origin is.
+    static func mountArguments(_ options: [MountOption], type: String) -> (flags: UInt, data: String) {
         var flags = UInt(MS_NOATIME)
-        var data: [String] = []
+        var data: [String] = type == "xfs" ? ["nouuid"] : []
         for option in options {
             switch option {
             case .ro: flags |= UInt(MS_RDONLY)

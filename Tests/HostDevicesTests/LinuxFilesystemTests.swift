@@ -253,4 +253,24 @@ struct LinuxFilesystemTests {
             try await filesystem.unmount(path: root + "/mnt")
         }
     }
+
+    /// A clone of an xfs volume carries its origin's filesystem UUID: it mounts beside its origin all the same.
+    @Test func anXfsCloneMountsBesideItsOrigin() async throws {
+        let root = "/tmp/do-storage-clone-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer {
+            for mountpoint in ["origin", "clone"] { while umount2(root + "/" + mountpoint, Int32(MNT_DETACH)) == 0 {} }
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        try image(root + "/origin.img", megabytes: 320, mkfs: ["mkfs.xfs", "-q", "-f"])
+        try FileManager.default.copyItem(atPath: root + "/origin.img", toPath: root + "/clone.img")
+        try await withLoops([root + "/origin.img", root + "/clone.img"]) { loops in
+            let filesystem = LinuxFilesystem(logger: Logger(label: "test"))
+            try await filesystem.mount(device: loops[0], at: root + "/origin", type: "xfs", options: [])
+            try await filesystem.mount(device: loops[1], at: root + "/clone", type: "xfs", options: [])
+            #expect(try await filesystem.mounts(under: root).count == 2)
+            try await filesystem.unmount(path: root + "/clone")
+            try await filesystem.unmount(path: root + "/origin")
+        }
+    }
 }
