@@ -35,7 +35,9 @@ extension VolumeService {
             logger.warning("Cannot read the filesystem's size", metadata: ["volume.name": "\(name)", "error": "\(error)"])
         }
         if type == .ext4 { await growIfNeeded(device, type: type, mountpoint: nil, record: &record) }
-        let options = record.mountOptions ?? configuration.defaults.mountOptions
+        // An option for another filesystem (nobarrier from DEFAULT_MOUNTOPTS on an xfs volume) would fail the mount:
+        // it is left out. Create refuses one given for the volume itself where the filesystem is known.
+        let options = (record.mountOptions ?? configuration.defaults.mountOptions).filter { $0.onlyFor.map { $0 == type } ?? true }
         do {
             try await filesystem.mount(device: device, at: mountpoint, type: type.rawValue, options: options)
         } catch {

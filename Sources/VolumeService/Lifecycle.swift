@@ -161,6 +161,15 @@ extension VolumeService {
                     + "\(volume.sizeGigabytes) GiB and is never resized silently; grow it with doctl compute "
                     + "volume-action resize (do_storage then grows its filesystem), or leave size out to use it")
         }
+        if let existing = FilesystemType(rawValue: volume.filesystemType),
+            let option = options.mountOptions?.first(where: { $0.onlyFor.map { $0 != existing } ?? false })
+        {
+            throw VolumeError(
+                .invalidOption,
+                "mountopts=\(options.mountOptions!.map(\.rawValue).joined(separator: ",")): \"\(option.rawValue)\" applies to "
+                    + "\(option.onlyFor!.rawValue) only, and the existing DigitalOcean volume \(volume.name) is \(existing.rawValue); "
+                    + "leave it out")
+        }
         if let fstype = options.fstype, !volume.filesystemType.isEmpty, fstype.rawValue != volume.filesystemType {
             throw VolumeError(
                 .invalidOption,

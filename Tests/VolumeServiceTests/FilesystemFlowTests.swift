@@ -109,3 +109,32 @@ import VolumeService
         #expect(status["last_error"] == "" && status["size_gib"] == "2")
     }
 }
+
+/// Mount options that apply to one filesystem only (nobarrier: ext4).
+@Suite(.timeLimit(.minutes(1))) struct MountOptionFilesystemTests {
+    @Test func aPluginWideExt4OptionIsLeftOutForXfs() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("logs", filesystem: "xfs")
+        try await harness.createVolume("pgdata", filesystem: "ext4")
+        let node = try await harness.node(droplet: 1) { $0.defaults.mountOptions = [.noatime, .nobarrier] }
+        let logs = try await node.service.mount(name: "logs", id: "c1")
+        let pgdata = try await node.service.mount(name: "pgdata", id: "c1")
+        #expect(node.filesystem.mountOptions[logs] == [.noatime])
+        #expect(node.filesystem.mountOptions[pgdata] == [.noatime, .nobarrier])
+    }
+
+    @Test func anExt4OptionForAnExistingXfsVolumeIsRefusedAtCreate() async throws {
+        let harness = try ServiceHarness()
+        try await harness.createVolume("logs", filesystem: "xfs")
+        let node = try await harness.node(droplet: 1)
+        let error = await #expect(throws: VolumeError.self) {
+            try await node.service.create(name: "logs", options: ["mountopts": "noatime,nobarrier"])
+        }
+        #expect(error?.code == .invalidOption)
+        #expect(error?.message.contains("\"nobarrier\" applies to ext4 only, and the existing DigitalOcean volume logs is xfs") == true,
+                "\(String(describing: error))")
+        #expect(await node.service.records["logs"] == nil, "nothing registered")
+        try await node.service.create(name: "logs", options: ["mountopts": "noatime"])
+        _ = try await node.service.mount(name: "logs", id: "c1")
+    }
+}

@@ -140,6 +140,8 @@ public final class FakeFilesystem: HostFilesystem {
                 throw FakeError(message: message)
             }
             guard state.mounts[path] == nil else { throw FakeError(message: "\(path) is already mounted") }
+            // As the kernel: xfs no longer takes nobarrier.
+            if type == "xfs" && options.contains(.nobarrier) { throw FakeError(message: "mount(2) failed: Invalid argument") }
             state.mounts[path] = MountEntry(source: device, mountpoint: path, fstype: type)
             state.options[path] = options
         }
