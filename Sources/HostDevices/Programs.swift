@@ -13,6 +13,8 @@ enum Programs {
     static func run(_ tool: String, _ arguments: [String], accept: Set<Int32> = [0]) async throws -> Int32 {
         let code: Int32
         let output: String
+        // Nothing of the plugin's (its socket above all) goes with the child, whatever the spawn closes itself.
+        Descriptors.closeOnExec()
         do {
             let result = try await Subprocess.run(
                 .name(tool), arguments: Arguments(arguments), environment: .inherit.updating(["PATH": searchPath]),

@@ -5,6 +5,7 @@ import Glibc
 import HostDevices
 import Hummingbird
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import VolumePlugin
 import VolumeService
@@ -64,7 +65,10 @@ public enum PluginApp {
     /// Serves the VolumeDriver protocol on the settings' unix socket until SIGTERM or SIGINT.
     public static func run(settings: PluginSettings, logger: Logger) async throws {
         let driver = makeDriver(settings: settings, logger: logger)
-        let app = try makeApplication(driver: driver, socketPath: settings.socketPath, logger: logger)
+        // What the plugin creates is its own: the socket (it serves Remove and snapshot delete), the state directory
+        // and file, the mount points.
+        umask(0o077)
+        let app = try await makeApplication(driver: driver, socketPath: settings.socketPath, logger: logger)
         logger.info(
             "do_storage starting",
             metadata: [
@@ -74,23 +78,29 @@ public enum PluginApp {
         try await app.runService()
     }
 
-    /// The HTTP application on the unix socket. A stale socket file is replaced; one that a live process serves is
-    /// not (a second instance would take Docker's requests from it).
+    /// The HTTP application on the unix socket, which is mode 0600 once it listens. A socket file that no process
+    /// answers on is replaced (left by a killed plugin, or held by a child of one that never serves it); one that a
+    /// live plugin answers on is not (a second instance would take Docker's requests from it).
     public static func makeApplication(
         driver: any VolumeDriver, socketPath: String, logger: Logger
-    ) throws -> some ApplicationProtocol {
+    ) async throws -> some ApplicationProtocol {
         let controller = VolumeDriverController(driver: driver, logger: logger)
         let directory = socketPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        if UnixSocket.isServed(socketPath) {
+        let served = try await NIOThreadPool.singleton.runIfActive { UnixSocket.answers(socketPath, within: .seconds(2)) }
+        if served {
             throw SocketInUse(path: socketPath)
         }
         unlink(socketPath)
         return Application(
             router: Router(), server: controller.server, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "do_storage"),
-            onServerRunning: { _ in logger.info("Listening", metadata: ["socket.path": "\(socketPath)"]) },
+            onServerRunning: { _ in
+                Descriptors.closeOnExec()
+                chmod(socketPath, 0o600)
+                logger.info("Listening", metadata: ["socket.path": "\(socketPath)"])
+            },
             logger: logger)
     }
 }
@@ -99,7 +109,7 @@ public enum PluginApp {
 public struct SocketInUse: Error, CustomStringConvertible, Sendable {
     public let path: String
     public var description: String {
-        "another process already serves \(path); this do_storage does not start (to run the command line, give it a "
+        "another do_storage already answers on \(path); this one does not start (to run the command line, give it a "
             + "subcommand, e.g. do-storage snapshot list VOLUME)"
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import Timekeeping
 
 /// The plugin's unix socket as a client reaches it: the command line, the server's check that no live plugin
 /// serves the path already, and the tools that measure it.
@@ -28,7 +29,7 @@ public enum UnixSocket {
     /// A stream socket connected to `path`, which the caller closes; or the reason it is not (errno's words).
     public static func connect(_ path: String) -> Swift.Result<Int32, ConnectError> {
         guard let address = address(path) else { return .failure(ConnectError(reason: "socket path too long")) }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return .failure(ConnectError(reason: String(cString: strerror(errno)))) }
         guard withSockaddr(address, { Glibc.connect(fd, $0, $1) }) == 0 else {
             let reason = String(cString: strerror(errno))
@@ -38,11 +39,26 @@ public enum UnixSocket {
         return .success(fd)
     }
 
-    /// Whether a process accepts connections at `path` now.
+    /// Whether a process accepts connections at `path` now (the benchmark's start-to-ready mark).
     public static func isServed(_ path: String) -> Bool {
         guard case .success(let fd) = connect(path) else { return false }
         close(fd)
         return true
+    }
+
+    /// Whether a process answers the plugin protocol at `path` within `timeout`: a running plugin does. A socket file
+    /// left behind does not, and neither does a listening socket that a leftover child holds but never serves
+    /// (connect(2) succeeds on it all the same). Blocks for at most `timeout`: call it off the cooperative pool.
+    public static func answers(_ path: String, within timeout: Duration) -> Bool {
+        guard case .success(let fd) = connect(path) else { return false }
+        defer { close(fd) }
+        let request = Array("POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n".utf8)
+        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == request.count else { return false }
+        var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard Glibc.poll(&poll, 1, Int32(timeout.milliseconds.rounded(.up))) == 1 else { return false }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 1
     }
 
     public struct ConnectError: Error, Sendable {

@@ -183,10 +183,14 @@ public struct StateStore: Sendable {
         }
     }
 
+    /// Writes `data` to a new temporary file (never through a link planted there), syncs it and renames it over
+    /// `path`. The state directory is kept 0700.
     static func writeAtomically(_ data: Data, to path: String, directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o700)
         let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StateError(.write, "cannot write \(temporary): \(String(cString: strerror(errno)))") }
         var failure: String?
         data.withUnsafeBytes { buffer in

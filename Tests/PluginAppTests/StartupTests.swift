@@ -56,26 +56,71 @@ import VolumeService
         return fd
     }
 
+    /// Waits (60 s at most: a guard against a hang) until a plugin answers on `path`.
+    static func waitUntilAnswering(_ path: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !UnixSocket.answers(path, within: .seconds(1)) {
+            try #require(ContinuousClock.now < deadline, "no plugin answered on \(path) within 60 s")
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// The descriptor flags of the sockets listening at `path` in this process (/proc/net/unix, flag
+    /// __SO_ACCEPTCON), but `excluded`.
+    static func listeningSocketFlags(_ path: String, excluding excluded: Int32) throws -> [Int32] {
+        let table = try ProcFile.read("/proc/net/unix")
+        var inodes: [String] = []
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            if fields.count == 8 && fields[7] == path && fields[3] == "00010000" { inodes.append("socket:[\(fields[6])]") }
+        }
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap(Int32.init)
+        return fds.filter { fd in
+            guard fd != excluded, let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")
+            else { return false }
+            return inodes.contains(link)
+        }.map { fcntl($0, F_GETFD) }
+    }
+
     /// A second instance (a command line run where it reads no arguments, a mistaken start) must not take the socket
-    /// a live plugin serves; a stale socket file is replaced.
-    @Test func aSocketALiveProcessServesIsNotTaken() throws {
+    /// a live plugin answers on. A stale socket file is replaced, and so is a listening socket nobody answers on (a
+    /// child of a killed plugin that kept it): a restart after a crash always comes up. The socket is 0600 and never
+    /// passes to a child.
+    @Test func aSocketALivePluginAnswersOnIsNotTakenAndAnyOtherIs() async throws {
         let folder = FileManager.default.temporaryDirectory.path + "/do-storage-socket-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let driver = UnconfiguredDriver(error: VolumeError(.notConfigured, "test"))
         let logger = Logger(label: "test")
 
-        let live = folder + "/live.sock"
-        let server = try Self.bindSocket(live, listening: true)
-        defer { close(server) }
-        let error = #expect(throws: SocketInUse.self) { _ = try PluginApp.makeApplication(driver: driver, socketPath: live, logger: logger) }
-        #expect(error?.description.contains("another process already serves \(live)") == true)
+        // A listening socket that never answers, as a leftover child holds it: taken over.
+        let path = folder + "/plugin.sock"
+        let held = try Self.bindSocket(path, listening: true)
+        defer { close(held) }
+        let app = try await PluginApp.makeApplication(driver: driver, socketPath: path, logger: logger)
+        let running = Task { try await app.runService() }
+        defer { running.cancel() }
+        try await Self.waitUntilAnswering(path)
+        // Made 0600 as the server reports it listens (the plugin's umask keeps it private before that).
         var status = stat()
-        #expect(stat(live, &status) == 0, "the live socket's file is still there")
+        let deadline = ContinuousClock.now + .seconds(60)
+        while stat(path, &status) != 0 || status.st_mode & 0o777 != 0o600 {
+            try #require(ContinuousClock.now < deadline, "mode \(String(status.st_mode & 0o777, radix: 8)) after 60 s, not 0600")
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let flags = try Self.listeningSocketFlags(path, excluding: held)
+        #expect(flags.count == 1 && flags.allSatisfy { $0 & FD_CLOEXEC != 0 }, "the listening socket does not pass to children: \(flags)")
+
+        // Now a live plugin answers there: a second instance does not start.
+        let error = await #expect(throws: SocketInUse.self) {
+            _ = try await PluginApp.makeApplication(driver: driver, socketPath: path, logger: logger)
+        }
+        #expect(error?.description.contains("another do_storage already answers on \(path)") == true)
+        #expect(UnixSocket.answers(path, within: .seconds(5)), "the live plugin still serves")
 
         let stale = folder + "/stale.sock"
         _ = try Self.bindSocket(stale, listening: false)
-        _ = try PluginApp.makeApplication(driver: driver, socketPath: stale, logger: logger)
+        _ = try await PluginApp.makeApplication(driver: driver, socketPath: stale, logger: logger)
         #expect(stat(stale, &status) != 0, "a stale socket file is removed before the server binds")
     }
 }

@@ -34,4 +34,25 @@ import VolumeService
         }
         #expect(!FileManager.default.fileExists(atPath: store.path + ".tmp"), "no temporary file is left behind")
     }
+
+    /// The state directory is the plugin's own (0700), and a link planted where the temporary file goes is replaced,
+    /// never followed: the file it points to is untouched.
+    @Test func theStateIsPrivateAndAPlantedLinkIsNotFollowed() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("state-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let directory = root + "/state"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: root + "/victim"))
+        try FileManager.default.createSymbolicLink(atPath: directory + "/state.json.tmp", withDestinationPath: root + "/victim")
+        let store = StateStore(directory: directory)
+        var state = PersistedState()
+        state.volumes["v"] = VolumeRecord(name: "v", doName: "v", createdAt: Date(timeIntervalSince1970: 0))
+        try await store.save(state)
+        #expect(try String(contentsOfFile: root + "/victim", encoding: .utf8) == "precious")
+        #expect(try store.load() == state)
+        var status = stat()
+        #expect(stat(directory, &status) == 0 && status.st_mode & 0o777 == 0o700, "mode \(String(status.st_mode & 0o777, radix: 8))")
+        #expect(stat(directory + "/state.json", &status) == 0 && status.st_mode & 0o777 == 0o600)
+    }
 }
