@@ -29,12 +29,17 @@ struct CommandResult: CustomStringConvertible {
     var description: String { "exit \(status)\nstdout: \(output)\nstderr: \(error)" }
 }
 
-func runCommand(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) async throws -> CommandResult {
+/// Runs a command and returns what it printed. It is killed after `limit` (a guard against a hang: no command the
+/// tests run takes near that), and then ends with status 124, as timeout(1) says.
+func runCommand(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil, limit: Duration = .seconds(300)
+) async throws -> CommandResult {
     let env: Subprocess.Environment = environment.map { overrides in
         .inherit.updating(Dictionary(uniqueKeysWithValues: overrides.map { (Environment.Key(stringLiteral: $0.key), Optional($0.value)) }))
     } ?? .inherit
     let result = try await Subprocess.run(
-        .name(executable), arguments: Arguments(arguments), environment: env,
+        .path("/usr/bin/timeout"), arguments: Arguments(["--kill-after=10", "\(Int(limit.seconds))", executable] + arguments),
+        environment: env,
         output: .string(limit: 4 << 20), error: .string(limit: 4 << 20))
     let status: Int32
     switch result.terminationStatus {

@@ -231,7 +231,11 @@ struct HandoffTests {
             _ = try await a.call("VolumeDriver.Remove", #"{"Name":"pgdata"}"#)
             // A failing call too: DigitalOcean refusing the token.
             let wrong = try await lab.startPlugin(droplet: 1001, environment: ["ACCESS_TOKEN": "dop_v1_wrong-9d8e7f", "SOCKET_PATH": lab.root + "/wrong.sock", "STATE_DIR": lab.root + "/wrong-state"])
-            let answer = try await wrong.call("VolumeDriver.Get", #"{"Name":"other"}"#)
+            // Create asks DigitalOcean (Get answers from the registry alone): the refusal is the answer.
+            let answer = try await wrong.call("VolumeDriver.Create", #"{"Name":"other"}"#)
+            let refusal = answer["Err"] as? String ?? ""
+            #expect(refusal.contains("HTTP 401"), "\(refusal)")
+            #expect(refusal.contains("Check ACCESS_TOKEN"), "\(refusal)")
             let log = a.log + wrong.log
             #expect(log.contains("Volume mounted"), "the log covers the whole cycle")
             #expect(log.contains("DigitalOcean request"))
