@@ -12,6 +12,13 @@ extension VolumeService {
         let me = configuration.dropletID
         var volume = try await currentVolume(&record)
         let watch = devices.watch(path: deviceLink(record.doName))
+        if volume.dropletIDs.contains(me), state.volumes[name]?.detachRequested != nil {
+            // A detach asked for before (by a plugin killed before it completed) may still be under way and would
+            // take the disk from under this mount: it is seen through first, and the volume attached anew.
+            logger.notice("A detach of the volume may still be under way; detaching before attaching again", metadata: ["volume.name": "\(name)"])
+            try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+            volume.dropletIDs = []
+        }
         if volume.dropletIDs.contains(me) {
             logger.debug("Volume already attached here", metadata: ["volume.name": "\(name)"])
             return (volume, try await waitForDevice(watch, name: name), false)
@@ -38,9 +45,15 @@ extension VolumeService {
 
     /// Detaches the volume from this droplet and waits until the action completes and the device is gone.
     /// Already detached is success.
+    /// The request is noted in the volume's record before it is sent, and cleared once the volume is detached: a
+    /// plugin killed meanwhile knows at its next Mount that a detach may still be under way.
     func detachHere(volumeID: String, doName: String, name: String) async throws {
         let me = configuration.dropletID
         let watch = devices.watch(path: deviceLink(doName))
+        if state.volumes[name] != nil {
+            state.volumes[name]?.detachRequested = time.wallClock()
+            try await persist()
+        }
         try await dropletLock.withLock("actions") {
             let deadline = limit(after: configuration.actionTimeout)
             let action: Action
@@ -58,6 +71,10 @@ extension VolumeService {
             if !(await watch.wait(present: false, within: remaining(until: limit(after: configuration.deviceTimeout)))) {
                 logger.warning("Device still present after the detach completed", metadata: ["volume.name": "\(name)"])
             }
+        }
+        if state.volumes[name]?.detachRequested != nil {
+            state.volumes[name]?.detachRequested = nil
+            try await persist()
         }
         logger.info("Volume detached", metadata: ["volume.name": "\(name)", "droplet.id": "\(me)"])
     }
@@ -283,6 +300,9 @@ extension VolumeService {
             let wait = min(interval, remaining)
             if let watch, !deviceSettled {
                 deviceSettled = await watch.wait(present: present, within: wait)
+                // The watch answers at once once the task is cancelled: without this, a cancelled wait would poll
+                // DigitalOcean in a tight loop until the action ended.
+                try Task.checkCancellation()
             } else {
                 try await time.sleep(wait)
             }

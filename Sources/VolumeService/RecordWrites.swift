@@ -44,6 +44,7 @@ extension VolumeRecord {
         take(\.formatLabel)
         take(\.takeover)
         take(\.attachRequested)
+        take(\.detachRequested)
         take(\.cloneConsistency)
         take(\.snapshotCount)
         take(\.lastSnapshot)

@@ -34,6 +34,9 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     /// When a Mount asked DigitalOcean to attach the volume here, until that Mount ends: a plugin killed meanwhile
     /// knows at its next start that an attach may still complete, and releases the volume once it has.
     public var attachRequested: Date?
+    /// When this droplet asked DigitalOcean to detach the volume from here, until it was detached: a plugin killed
+    /// meanwhile does not take the volume for attached at its next Mount while the detach may still complete.
+    public var detachRequested: Date?
     /// For a volume made by `clone_of`: whether its origin snapshot was taken with the source's filesystem frozen.
     public var cloneConsistency: CloneConsistency?
     /// How many snapshots the volume had, and its newest ("name at time"), as last seen.

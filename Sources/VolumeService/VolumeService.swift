@@ -115,13 +115,20 @@ public actor VolumeService: VolumeDriver {
     /// between an attach and its mount, or during an unmount, or a droplet rebooted. An attach requested before the
     /// plugin stopped may complete after it starts again: such a volume is watched (with polls growing to
     /// `maxPollInterval`) until it is attached, then released, or until `actionTimeout` after the request. Only
-    /// volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. Safe to run while serving: each
+    /// volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. When DigitalOcean cannot be listed or
+    /// a detach fails (an outage at start-up), it tries again, waiting twice as long each time up to a minute, until
+    /// it has succeeded: an attachment is never left dangling for want of one call. Safe to run while serving: each
     /// volume's lock is held while it is looked at. Call once at start.
     public func releaseUnusedAttachments() async {
         guard configuration.detachOnUnmount else { return }
         var wait = configuration.initialPollInterval
+        var retry = configuration.releaseRetryInterval
         while true {
-            await releaseUnusedAttachmentsOnce()
+            if await !releaseUnusedAttachmentsOnce() {
+                do { try await time.sleep(retry) } catch { return }
+                retry = min(retry * 2, .seconds(60))
+                continue
+            }
             let now = time.wallClock()
             var waiting = false
             for (name, record) in state.volumes {
@@ -146,15 +153,17 @@ public actor VolumeService: VolumeDriver {
         }
     }
 
-    func releaseUnusedAttachmentsOnce() async {
+    /// One look: returns false when DigitalOcean could not be listed or a release failed, to be tried again.
+    func releaseUnusedAttachmentsOnce() async -> Bool {
         let attachedHere: [Volume]
         do {
             attachedHere = try await api.volumes(named: nil, region: configuration.region)
                 .filter { $0.dropletIDs.contains(configuration.dropletID) }
         } catch {
-            logger.warning("Cannot list volumes to release unused attachments", metadata: ["error": "\(error)"])
-            return
+            logger.warning("Cannot list volumes to release unused attachments; trying again", metadata: ["error": "\(error)"])
+            return false
         }
+        var released = true
         for volume in attachedHere {
             guard let name = state.volumes.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
             else { continue }
@@ -168,10 +177,12 @@ public actor VolumeService: VolumeDriver {
                     state.volumes[name]?.seen?.device = nil
                     try await persist()
                 } catch {
-                    logger.warning("Cannot release attachment", metadata: ["volume.name": "\(name)", "error": "\(error)"])
+                    logger.warning("Cannot release attachment; trying again", metadata: ["volume.name": "\(name)", "error": "\(error)"])
+                    released = false
                 }
             }
         }
+        return released
     }
 
     // MARK: VolumeDriver
