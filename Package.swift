@@ -212,6 +212,18 @@ let package = Package(
         .testTarget(
             name: "PluginAppTests",
             dependencies: ["Timekeeping", "PluginApp", "VolumePlugin", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
+        // The randomized model test: operation sequences over three droplets, kills and faults, checked after every step.
+        .testTarget(
+            name: "ModelTests",
+            dependencies: [
+                "Timekeeping", "TestClocks", "TestSupport", "DOSimulator", "DigitalOcean", "VolumeService", "PluginApp",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Timekeeping",

@@ -6,18 +6,6 @@ import TestSupport
 import VolumePlugin
 import VolumeService
 
-/// A small deterministic generator (SplitMix64), so a failing fuzz case can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Hostile VolumeDriver requests: random and mutated JSON, wrong types, huge and truncated bodies, odd names and
 /// unicode, unknown methods. Every answer is a JSON object with `Err` set on failure, and the plugin keeps serving.
 @Suite(.timeLimit(.minutes(3))) struct ProtocolFuzzTests {

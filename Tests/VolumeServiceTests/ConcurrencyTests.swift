@@ -113,6 +113,7 @@ import Timekeeping
         mine.formatLabel = "l"
         mine.takeover = .always
         mine.attachRequested = Date(timeIntervalSince1970: 2)
+        mine.detachRequested = Date(timeIntervalSince1970: 4)
         mine.cloneConsistency = .frozen
         mine.snapshotCount = 4
         mine.lastSnapshot = "s"
@@ -132,5 +133,72 @@ import Timekeeping
         holder.references = ["c": 2]
         let merged = holder.changes(since: base, appliedTo: current)
         #expect(merged.snapshotCount == 7 && merged.references == ["c": 2])
+    }
+
+    /// A plugin killed while its detach is under way, then asked to mount the volume again: the detach completes
+    /// meanwhile, so the new Mount must not take the volume for attached and mount it. (Found by the model test.)
+    @Test func aMountAfterARestartWaitsOutADetachStillUnderWay() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(actionLatency: .seconds(5), testTime: time)
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        _ = try await time.run("the first Mount") { try await a.service.mount(name: "pgdata", id: "c1") }
+        let unmount = Running { try await a.service.unmount(name: "pgdata", id: "c1") }
+        try await waitUntil("the detach to be under way", within: .seconds(60)) {
+            await harness.world.actionLog.last.map { $0.type == "detach" && $0.status == .inProgress } ?? false
+        }
+        // The plugin dies here; the detach goes on at DigitalOcean. A new plugin starts from the same state.
+        unmount.cancel()
+        _ = try await unmount.result()
+        let restarted = try await harness.node(droplet: 1, filesystem: a.filesystem)
+        try await restarted.service.reconcileWithHost()
+        let mountpoint = try await time.run("the Mount after the restart") { try await restarted.service.mount(name: "pgdata", id: "c2") }
+        try await time.advance(until: "every action to end") {
+            await harness.world.actionLog.allSatisfy { $0.status != .inProgress }
+        }
+        #expect(a.filesystem.mounted[mountpoint] != nil)
+        #expect(await harness.attachments("pgdata") == [1], "still attached under its mount")
+    }
+
+    /// DigitalOcean down as the plugin starts: the release of what no container holds is tried again until it
+    /// succeeds, instead of once. (Found by the model test.)
+    @Test func unusedAttachmentsAreReleasedAfterAnOutageAtStartUp() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
+        let volume = try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        try await a.service.create(name: "pgdata", options: [:])
+        _ = try await harness.api.attach(volumeID: volume.id, dropletID: 1, region: "nyc1")
+        try await time.advance(until: "the attach by hand") { await harness.attachments("pgdata") == [1] }
+        let outage = ListingOutageAPI(base: harness.api, failures: 3)
+        let restarted = try await harness.node(droplet: 1, api: outage, filesystem: a.filesystem)
+        let release = Running { await restarted.service.releaseUnusedAttachments() }
+        try await time.advance(until: "the release", step: .seconds(1)) { release.isFinished }
+        #expect(outage.listings == 4, "three failed listings, then the one that released it")
+        #expect(await harness.attachments("pgdata").isEmpty)
+    }
+}
+
+/// Fails the first `failures` listings of every volume, as an outage would.
+final class ListingOutageAPI: ForwardingAPI {
+    let base: any VolumeAPI
+    private let state: NIOLockedValueBox<(failures: Int, listings: Int)>
+
+    init(base: any VolumeAPI, failures: Int) {
+        self.base = base
+        state = NIOLockedValueBox((failures, 0))
+    }
+
+    var listings: Int { state.withLockedValue { $0.listings } }
+
+    func volumes(named name: String?, region: String?) async throws -> [Volume] {
+        let fail = state.withLockedValue { state -> Bool in
+            state.listings += 1
+            guard state.failures > 0 else { return false }
+            state.failures -= 1
+            return true
+        }
+        if fail { throw DOError(code: .server, status: 503, message: "Service Unavailable", operation: "GET /v2/volumes") }
+        return try await base.volumes(named: name, region: region)
     }
 }

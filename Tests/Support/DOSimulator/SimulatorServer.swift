@@ -100,9 +100,15 @@ public final class SimulatorServer: Sendable {
         try await start(address: .unixDomainSocket(path: path), host: "unix")
     }
 
-    private func start(address: BindAddress, host: String) async throws -> RunningSimulator {
+    /// The API's routes, for serving in process (HummingbirdTesting's router framework) without a socket.
+    public func router() -> Router<BasicRequestContext> {
         let router = Router()
         addRoutes(to: router)
+        return router
+    }
+
+    private func start(address: BindAddress, host: String) async throws -> RunningSimulator {
+        let router = router()
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let app = Application(
             router: router, configuration: .init(address: address, serverName: "do-sim"),
@@ -369,7 +375,7 @@ public final class SimulatorServer: Sendable {
                 drop = true
                 reply = SimReply(status: 200, body: nil)
             case .slow(let delay)?:
-                try? await Task.sleep(for: delay)
+                try? await world.options.time.sleep(delay)
                 fallthrough
             case nil:
                 if verdict.refused {

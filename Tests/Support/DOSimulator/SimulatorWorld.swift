@@ -100,6 +100,8 @@ public actor SimulatorWorld {
     public nonisolated let options: SimulatorOptions
     /// How long after an attach completes the device appears; starts as `options.deviceDelay`.
     public private(set) var deviceDelay: Duration
+    /// How long an action stays in progress; starts as `options.actionLatency`.
+    public private(set) var actionLatency: Duration
     let devices: any SimDeviceBackend
     let logger: Logger
 
@@ -133,6 +135,7 @@ public actor SimulatorWorld {
     public init(options: SimulatorOptions, devices: any SimDeviceBackend, logger: Logger = Logger(label: "do-sim")) {
         self.options = options
         self.deviceDelay = options.deviceDelay
+        self.actionLatency = options.actionLatency
         self.devices = devices
         self.logger = logger
     }
@@ -166,6 +169,11 @@ public actor SimulatorWorld {
 
     public func setDeviceDelay(_ delay: Duration) {
         deviceDelay = delay
+    }
+
+    /// How long actions started from now on stay in progress (slow actions); starts as `options.actionLatency`.
+    public func setActionLatency(_ latency: Duration) {
+        actionLatency = latency
     }
 
     public func clearActionLog() {
@@ -502,7 +510,7 @@ public actor SimulatorWorld {
                 "do.action.id": "\(action.id)", "type": "\(type)", "volume.name": "\(volume.name)",
                 "droplet.id": "\(droplet.map { String($0.id) } ?? "")",
             ])
-        let latency = options.actionLatency
+        let latency = actionLatency
         let time = options.time
         Task {
             try? await time.sleep(latency)

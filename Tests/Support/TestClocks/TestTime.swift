@@ -110,10 +110,12 @@ public final class TestTime: Sendable {
         }
     }
 
-    /// Advances the clock in steps of at most `step` until `condition` holds, letting the code under test run
-    /// between steps; fails after `virtualLimit` of clock time (what it waits for never came) or `realLimit` of
-    /// real time (a hang). Use it where the outcome holds in every order of the steps: a test asserts the outcome,
-    /// not the timing.
+    /// Advances the clock until `condition` holds, letting the code under test run between moves; fails after
+    /// `virtualLimit` of clock time (what it waits for never came) or `realLimit` of real time (a hang). The clock
+    /// moves only when the tasks sleeping on it have stayed the same for a moment of real time (nothing is on its way
+    /// to a new wait), and then to the earliest end among them, by `step` at most: work that runs outside the clock
+    /// (files written, programs run) sees little clock time pass. Use it where the outcome holds in every order of
+    /// the moves: a test asserts the outcome, not the timing.
     public func advance(
         until what: String, step: Duration = .milliseconds(100), virtualLimit: Duration = .seconds(3600),
         realLimit: Duration = .seconds(60), _ condition: () async throws -> Bool
@@ -127,14 +129,17 @@ public final class TestTime: Sendable {
             guard ContinuousClock.now < realDeadline else {
                 throw TestTimeError("\(what) did not happen within \(realLimit) of real time")
             }
-            if await hasSleepers() {
-                await advance(by: step)
-            } else {
-                // Something runs outside the clock (a file written, a device made): let it reach its next wait.
-                try await Task.sleep(for: .milliseconds(1))
-            }
+            let before = sleeperIDs
+            await Self.letOthersRun()
+            try await Task.sleep(for: .microseconds(500))
+            guard !before.isEmpty, sleeperIDs == before, try await !condition() else { continue }
+            let next = state.withLockedValue { state in state.sleepers.map(\.end).min() ?? state.elapsed }
+            await advance(by: min(max(next - elapsed, .zero), step))
         }
     }
+
+    /// The tasks sleeping now, by the ids of their sleeps.
+    private var sleeperIDs: Set<UInt64> { state.withLockedValue { Set($0.sleepers.map(\.id)) } }
 
     /// Yields often enough for woken tasks, and those they wake, to reach their next suspension.
     static func letOthersRun() async {
