@@ -6,7 +6,7 @@ import Logging
 extension VolumeService {
     public func create(name: String, options: [String: String]) async throws {
         let options = try CreateOptions(parsing: options, defaultFilesystem: configuration.defaults.fstype)
-        try await register(name, options: options, mayCreate: true)
+        try await withinDockersDeadline { try await register(name, options: options, mayCreate: true) }
     }
 
     /// Makes `name` known here: adopts the DigitalOcean volume it maps to, or, with `mayCreate` and AUTO_CREATE,
@@ -71,6 +71,10 @@ extension VolumeService {
     }
 
     public func remove(name: String) async throws {
+        try await withinDockersDeadline { try await removeWithinDeadline(name: name) }
+    }
+
+    func removeWithinDeadline(name: String) async throws {
         try await volumeLocks.withLock(name) {
             guard var record = checkout(name) else { return }
             if record.referenceCount > 0 {
@@ -86,6 +90,15 @@ extension VolumeService {
             }
             if (record.onRemove ?? configuration.defaults.removePolicy) == .delete {
                 try await deleteOnDigitalOcean(&record)
+            } else if configuration.detachOnUnmount, record.seen?.attachedTo == configuration.dropletID
+                || record.attachRequested != nil || state.volumes[name]?.detachRequested != nil
+            {
+                // Its release may still be pending (a detach that failed at the last Unmount is retried in the
+                // background, only while the volume is known here): once forgotten, nothing would release it.
+                let volume = try await currentVolume(&record)
+                if volume.dropletIDs.contains(configuration.dropletID) {
+                    try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+                }
             }
             state.volumes[name] = nil
             writeBases[name] = nil

@@ -208,7 +208,7 @@ public actor VolumeService: VolumeDriver {
         try await get(name: name).mountpoint
     }
 
-    /// One deadline for the whole Mount (`mountDeadline`, 110 s): every wait and DigitalOcean call in it ends by it,
+    /// One deadline for the whole Mount (`mountDeadline`, 110 s; Unmount, Create and Remove have the same): every wait and DigitalOcean call in it ends by it,
     /// the lookup of a name this droplet does not know yet included.
     ///
     /// - Parameters:
@@ -217,9 +217,13 @@ public actor VolumeService: VolumeDriver {
     /// - Returns: The mount point.
     /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
     public func mount(name: String, id: String) async throws -> String {
-        try await Deadline.$current.withValue(time.now().advanced(by: configuration.mountDeadline)) {
-            try await mountWithinDeadline(name: name, id: id)
-        }
+        try await withinDockersDeadline { try await mountWithinDeadline(name: name, id: id) }
+    }
+
+    /// Runs one of Docker's calls under the plugin's deadline (`mountDeadline`, 110 s: Docker gives a call two
+    /// minutes): every wait in it, for the volume's lock included, ends by then.
+    func withinDockersDeadline<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await Deadline.$current.withValue(time.now().advanced(by: configuration.mountDeadline)) { try await body() }
     }
 
     func mountWithinDeadline(name: String, id: String) async throws -> String {
@@ -262,6 +266,10 @@ public actor VolumeService: VolumeDriver {
     }
 
     public func unmount(name: String, id: String) async throws {
+        try await withinDockersDeadline { try await unmountWithinDeadline(name: name, id: id) }
+    }
+
+    func unmountWithinDeadline(name: String, id: String) async throws {
         try await volumeLocks.withLock(name) {
             guard var record = checkout(name) else { return }
             guard let count = record.references[id] else {

@@ -202,3 +202,26 @@ final class ListingOutageAPI: ForwardingAPI {
         return try await base.volumes(named: name, region: region)
     }
 }
+
+extension ConcurrencyTests {
+    /// Remove right after an Unmount whose detach failed (its release pending in the background): the volume is
+    /// released by the Remove, not left attached once forgotten. (Found by the model test.)
+    @Test func removeReleasesAVolumeWhoseReleaseIsPending() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(testTime: time)
+        try await harness.createVolume("pgdata")
+        let flaky = FlakyDetachAPI(base: harness.api, failures: 1)
+        let a = try await harness.node(droplet: 1, api: flaky)
+        _ = try await time.run("the Mount") { try await a.service.mount(name: "pgdata", id: "c1") }
+        let unmount = Running { try await a.service.unmount(name: "pgdata", id: "c1") }
+        try await time.advance(until: "the Unmount") { unmount.isFinished }
+        if case .failure(let error) = try await unmount.result() {
+            #expect("\(error)".contains("keeps trying"), "\(error)")
+        } else {
+            Issue.record("the Unmount's detach was to fail")
+        }
+        _ = try await time.run("the Remove") { try await a.service.remove(name: "pgdata") }
+        #expect(await a.service.records["pgdata"] == nil)
+        #expect(await harness.attachments("pgdata").isEmpty, "released by the Remove")
+    }
+}
