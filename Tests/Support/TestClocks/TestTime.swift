@@ -10,13 +10,25 @@ public final class TestTime: Sendable {
     private struct Sleeper {
         var id: UInt64
         var end: Duration
+        var owner: String?
         var continuation: CheckedContinuation<Void, any Error>
     }
     private struct State {
         var elapsed: Duration = .zero
         var nextID: UInt64 = 0
         var sleepers: [Sleeper] = []
+        var waited: [String: Duration] = [:]
+
+        /// Moves time to `new`, counting the move as waited by every owner with a task asleep.
+        mutating func move(to new: Duration) {
+            guard new > elapsed else { return }
+            for owner in Set(sleepers.compactMap(\.owner)) { waited[owner, default: .zero] += new - elapsed }
+            elapsed = new
+        }
     }
+
+    /// Whose work a task does, for `waited(by:)`: set it around a piece of work (its child tasks inherit it).
+    @TaskLocal public static var owner: String?
     private let state = NIOLockedValueBox(State())
     /// The monotonic instant the clock starts at.
     public let start: ContinuousClock.Instant
@@ -30,6 +42,10 @@ public final class TestTime: Sendable {
 
     /// How far the clock has been advanced.
     public var elapsed: Duration { state.withLockedValue { $0.elapsed } }
+
+    /// How much clock time passed while some task of `owner`'s work slept: the time that work spent waiting on the
+    /// clock, whatever the clock did while it ran (a machine busy with other work lets the clock move then).
+    public func waited(by owner: String) -> Duration { state.withLockedValue { $0.waited[owner] ?? .zero } }
 
     /// How many tasks sleep on the clock now.
     public var sleeperCount: Int { state.withLockedValue { $0.sleepers.count } }
@@ -57,7 +73,8 @@ public final class TestTime: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let cancelled = state.withLockedValue { state -> Bool in
                     if Task.isCancelled { return true }
-                    state.sleepers.append(Sleeper(id: id, end: state.elapsed + duration, continuation: continuation))
+                    state.sleepers.append(
+                        Sleeper(id: id, end: state.elapsed + duration, owner: Self.owner, continuation: continuation))
                     return false
                 }
                 if cancelled { continuation.resume(throwing: CancellationError()) }
@@ -80,12 +97,11 @@ public final class TestTime: Sendable {
                 guard let index = state.sleepers.indices.filter({ state.sleepers[$0].end <= target })
                     .min(by: { state.sleepers[$0].end < state.sleepers[$1].end })
                 else {
-                    state.elapsed = max(state.elapsed, target)
+                    state.move(to: target)
                     return nil
                 }
-                let sleeper = state.sleepers.remove(at: index)
-                state.elapsed = max(state.elapsed, sleeper.end)
-                return sleeper
+                state.move(to: state.sleepers[index].end)
+                return state.sleepers.remove(at: index)
             }
             guard let next else { break }
             next.continuation.resume()
