@@ -197,6 +197,7 @@ let package = Package(
             dependencies: ["Timekeeping",
                 "VolumePlugin", "VolumeService", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .testTarget(
             name: "DOSimulatorTests",

@@ -114,8 +114,8 @@ final class Lab: @unchecked Sendable {
         ]
         environment.merge(extra) { $1 }
         let plugin = try Plugin(
-            droplet: droplet, environment: environment, socket: base + "/plugin.sock",
-            log: base + "/plugin-\(plugins.count).log", mountRoot: base + "/mnt", stateDirectory: base + "/state")
+            droplet: droplet, environment: environment, socket: environment["SOCKET_PATH"] ?? base + "/plugin.sock",
+            log: base + "/plugin-\(plugins.count).log", mountRoot: environment["MOUNT_ROOT"] ?? base + "/mnt", stateDirectory: environment["STATE_DIR"] ?? base + "/state")
         plugins.append(plugin)
         try await plugin.waitUntilReady()
         return plugin

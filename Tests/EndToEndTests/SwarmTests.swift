@@ -26,14 +26,16 @@ struct SwarmTests {
     }
 
     /// The hostname of the node running the service's task, once it runs.
-    func runningNode(_ manager: Engine, service: String) async throws -> String {
+    /// The node the service's task runs on; `notOn`: a node it is leaving (a drain takes a moment to show in
+    /// `service ps`), so the task that replaced it is the one awaited.
+    func runningNode(_ manager: Engine, service: String, notOn leaving: String? = nil) async throws -> String {
         var node = ""
         try await waitFor("the task of \(service) to run", timeout: .seconds(90)) {
             let tasks = try await manager.must(
                 "service", "ps", service, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}")
             guard let line = tasks.split(separator: "\n").first, line.contains("Running") else { return false }
             node = String(line.split(separator: " ")[0])
-            return true
+            return node != leaving
         }
         return node
     }
@@ -63,10 +65,9 @@ struct SwarmTests {
 
             let nodeID = try await manager.must("node", "ls", "--filter", "name=\(first)", "--format", "{{.ID}}")
             try await manager.must("node", "update", "--availability", "drain", nodeID)
-            let second = try await runningNode(manager, service: "db")
-            #expect(second != first)
+            let second = try await runningNode(manager, service: "db", notOn: first)
             let secondEngine = engine(second, manager, worker)
-            try await waitFor("the moved task to append") {
+            try await waitFor("the moved task to append", timeout: .seconds(90)) {
                 try await dataLog(secondEngine, service: "db") == "\(first)\n\(second)"
             }
             let log = await lab.lab.world.actionLog.map { "\($0.type)@\($0.dropletID)" }

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 import VolumePlugin
@@ -88,20 +89,37 @@ extension ConnectionTests {
     /// SIGTERM (a graceful shutdown) while a Mount is under way: the connection stays open until Docker has the
     /// Mount's answer, then closes. Without the handler's hold, the server would close it as idle at once.
     @Test func aMountUnderWayAtShutdownIsAnsweredBeforeTheConnectionCloses() async throws {
-        let harness = try ServiceHarness(actionLatency: .milliseconds(500))
+        // The attach stays in progress until the test clock moves: the Mount is still under way at the shutdown,
+        // however slow the machine.
+        let time = TestTime()
+        let harness = try ServiceHarness(actionLatency: .seconds(5), testTime: time)
         try await harness.createVolume("data")
         let node = try await harness.node(droplet: 1001)
         _ = try await node.service.create(name: "data", options: [:])
         let controller = VolumeDriverController(driver: node.service, logger: Logger(label: "test"))
+        let port = NIOLockedValueBox<Int?>(nil)
+        // Once the server has stopped listening (the graceful shutdown has begun), the clock moves and the Mount ends.
+        let finishing = Task {
+            try await waitUntil("the server to start", within: .seconds(60)) { port.withLockedValue { $0 } != nil }
+            let port = port.withLockedValue { $0 }!
+            try await waitUntil("the shutdown to begin", within: .seconds(60)) {
+                guard let probe = try? RawConnection(port: port) else { return true }
+                probe.close()
+                return false
+            }
+            try await time.advance(until: "the Mount") { node.filesystem.mounted[node.configuration.mountRoot + "/data"] != nil }
+        }
         let connection = try await Application(router: Router(), server: controller.server).test(.live) { client in
             let connection = try RawConnection(port: try #require(client.port))
             try await connection.blocking { try $0.send(ConnectionTests.request("VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)) }
-            try await waitUntil("the Mount's attach to start", within: .seconds(10)) {
+            try await waitUntil("the Mount's attach to start", within: .seconds(60)) {
                 await harness.world.actionLog.contains { $0.type == "attach" }
             }
+            port.withLockedValue { $0 = client.port }
             return connection  // the test's end shuts the server down gracefully, the Mount still under way
         }
         defer { connection.close() }
+        try await finishing.value
         let answer = try await connection.blocking { try $0.receiveAnswer() }
         #expect(answer.status == 200)
         #expect(try answer.object()["Mountpoint"] as? String == node.configuration.mountRoot + "/data")
