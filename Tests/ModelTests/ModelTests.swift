@@ -126,6 +126,12 @@ enum Operation: CustomStringConvertible, Sendable {
 struct ModelRun: Sendable {
     static let volumes = ["v0", "v1", "v2", "v3"]
     static let steps = 24
+    /// How long one step may take in real time before the run counts as hung: generous, for a machine busy with
+    /// release builds and real engines beside the test.
+    static let realLimit: Duration = .seconds(300)
+    /// How much clock time a step may take: a day. On a busy machine the clock moves while work that does not wait
+    /// runs, so clock time bounds nothing here; the operations' own waits are checked against their deadlines.
+    static let virtualLimit: Duration = .seconds(86_400)
     let seed: UInt64
     var log: [String] = []
     var operations = 0
@@ -259,7 +265,7 @@ struct ModelRun: Sendable {
         var cut: Set<Int> = []
         let stepStarted = time.elapsed
         for (droplet, after) in kills.sorted(by: { $0.1 < $1.1 }) {
-            try await time.advance(until: "the kill of \(droplet)'s plugin", step: .seconds(1), virtualLimit: after + .seconds(1)) {
+            try await time.advance(until: "the kill of \(droplet)'s plugin", step: .seconds(1), virtualLimit: after + .seconds(1), realLimit: Self.realLimit) {
                 time.elapsed - stepStarted >= after || running.allSatisfy { $0.1.isFinished }
             }
             // What had not ended before the kill is cut short: it may or may not have happened.
@@ -271,7 +277,7 @@ struct ModelRun: Sendable {
             }
         }
         do {
-            try await time.advance(until: "step \(step)'s operations", step: .seconds(1), virtualLimit: .seconds(900)) {
+            try await time.advance(until: "step \(step)'s operations", step: .seconds(1), virtualLimit: Self.virtualLimit, realLimit: Self.realLimit) {
                 running.allSatisfy { $0.1.isFinished }
             }
         } catch {
@@ -285,7 +291,7 @@ struct ModelRun: Sendable {
         for (index, (operation, task)) in running.enumerated() {
             operations += 1
             byKind[operation.kind, default: 0] += 1
-            let outcome = try await task.value()
+            let outcome = try await task.value(within: Self.realLimit)
             await apply(operation, outcome, cutShort: cut.contains(index), cluster: cluster)
         }
         for operation in batch where operation.kind == "kill" || operation.kind == "fault" {
@@ -442,10 +448,10 @@ struct ModelRun: Sendable {
                 for id in ids {
                     guard let service = cluster.service(droplet) else { continue }
                     let unmount = Running { try await service.unmount(name: volume, id: id) }
-                    try await cluster.time.advance(until: "the final unmount", step: .seconds(1), virtualLimit: .seconds(900)) {
+                    try await cluster.time.advance(until: "the final unmount", step: .seconds(1), virtualLimit: Self.virtualLimit, realLimit: Self.realLimit) {
                         unmount.isFinished
                     }
-                    _ = try await unmount.result()
+                    _ = try await unmount.result(within: Self.realLimit)
                     if await service.records[volume]?.references[id] == nil { references[droplet]?[volume]?.remove(id) }
                 }
             }
@@ -453,7 +459,7 @@ struct ModelRun: Sendable {
         // Background releases retry for about six minutes at most.
         let world = cluster.world
         do {
-            try await cluster.time.advance(until: "every volume to be released", step: .seconds(1), virtualLimit: .seconds(900)) {
+            try await cluster.time.advance(until: "every volume to be released", step: .seconds(1), virtualLimit: Self.virtualLimit, realLimit: Self.realLimit) {
                 await world.listVolumes(name: nil, region: nil).allSatisfy(\.dropletIDs.isEmpty)
             }
         } catch {
