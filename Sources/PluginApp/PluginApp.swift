@@ -5,7 +5,6 @@ import Glibc
 import HostDevices
 import Hummingbird
 import Logging
-import NIOPosix
 import ServiceLifecycle
 import VolumePlugin
 import VolumeService
@@ -89,8 +88,7 @@ public enum PluginApp {
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        let served = try await NIOThreadPool.singleton.runIfActive { UnixSocket.answers(socketPath, within: .seconds(2)) }
-        if served {
+        if await UnixSocket.answers(socketPath, within: .seconds(2)) {
             throw SocketInUse(path: socketPath)
         }
         unlink(socketPath)

@@ -48,17 +48,23 @@ public enum UnixSocket {
 
     /// Whether a process answers the plugin protocol at `path` within `timeout`: a running plugin does. A socket file
     /// left behind does not, and neither does a listening socket that a leftover child holds but never serves
-    /// (connect(2) succeeds on it all the same). Blocks for at most `timeout`: call it off the cooperative pool.
-    public static func answers(_ path: String, within timeout: Duration) -> Bool {
+    /// (connect(2) succeeds on it all the same). Looks for the answer every 10 ms, sleeping between looks, so no
+    /// thread blocks on it.
+    public static func answers(_ path: String, within timeout: Duration) async -> Bool {
         guard case .success(let fd) = connect(path) else { return false }
         defer { close(fd) }
         let request = Array("POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n".utf8)
-        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
         guard sent == request.count else { return false }
-        var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard Glibc.poll(&poll, 1, Int32(timeout.milliseconds.rounded(.up))) == 1 else { return false }
-        var byte: UInt8 = 0
-        return recv(fd, &byte, 1, 0) == 1
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if Glibc.poll(&poll, 1, 0) == 1 {
+                var byte: UInt8 = 0
+                return recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) == 1
+            }
+            guard ContinuousClock.now < deadline, (try? await Task.sleep(for: .milliseconds(10))) != nil else { return false }
+        }
     }
 
     public struct ConnectError: Error, Sendable {

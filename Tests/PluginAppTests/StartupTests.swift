@@ -59,7 +59,7 @@ import VolumeService
     /// Waits (60 s at most: a guard against a hang) until a plugin answers on `path`.
     static func waitUntilAnswering(_ path: String) async throws {
         let deadline = ContinuousClock.now + .seconds(60)
-        while !UnixSocket.answers(path, within: .seconds(1)) {
+        while await !UnixSocket.answers(path, within: .seconds(1)) {
             try #require(ContinuousClock.now < deadline, "no plugin answered on \(path) within 60 s")
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -116,7 +116,7 @@ import VolumeService
             _ = try await PluginApp.makeApplication(driver: driver, socketPath: path, logger: logger)
         }
         #expect(error?.description.contains("another do_storage already answers on \(path)") == true)
-        #expect(UnixSocket.answers(path, within: .seconds(5)), "the live plugin still serves")
+        #expect(await UnixSocket.answers(path, within: .seconds(5)), "the live plugin still serves")
 
         let stale = folder + "/stale.sock"
         _ = try Self.bindSocket(stale, listening: false)
