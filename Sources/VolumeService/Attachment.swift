@@ -23,7 +23,7 @@ extension VolumeService {
             logger.debug("Volume already attached here", metadata: ["volume.name": "\(name)"])
             return (volume, try await waitForDevice(watch, name: name), false)
         }
-        startHeartbeatIfDue()
+        await renewHeartbeatIfDue()
         if let other = volume.dropletIDs.first {
             volume = try await takeFrom(droplet: other, volume: volume, name: name, mode: record.takeover ?? configuration.takeover)
         }

@@ -137,15 +137,17 @@ extension VolumeService {
         }) ?? configuration.leaseRenew
     }
 
-    /// Starts a renewal in the background when the heartbeat is missing or due: called as a Mount brings a volume
-    /// here, so a droplet that holds a volume has a heartbeat within a few calls of the attach.
-    func startHeartbeatIfDue() {
+    /// Renews the heartbeat when it is missing or due, before a Mount brings a volume here: another droplet that
+    /// finds the volume attached here must find this plugin's heartbeat fresh, or it could take the volume from under
+    /// the Mount (an old heartbeat this droplet could not take down, or the first one not yet written). A renewal
+    /// that fails is retried by `keepHeartbeat`; the Mount goes on.
+    func renewHeartbeatIfDue() async {
         if let renewed = state.lease?.renewedAt, state.lease?.tag != nil,
             Duration.seconds(time.wallClock().timeIntervalSince(renewed)) < configuration.leaseRenew
         {
             return
         }
-        Task { await self.heartbeat() }
+        await heartbeat()
     }
 
     /// Deletes the heartbeat and any leftovers: this droplet holds nothing, so it makes no more calls.

@@ -7,7 +7,7 @@ import VolumeService
 
 /// Heartbeats and `TAKEOVER=lease`: a droplet whose plugin is alive keeps its volumes, one whose heartbeat stopped
 /// loses them to the droplet that needs them, and the heartbeat's cost stays within the API budget.
-@Suite(.timeLimit(.minutes(2))) struct LeaseTests {
+@Suite(.timeLimit(.minutes(5))) struct LeaseTests {
     /// Two droplets; A holds `pgdata` mounted. B's hand-off wait is short.
     func holdingOnA(
         _ harness: ServiceHarness, configureB: (inout ServiceConfiguration) -> Void = { _ in }
@@ -59,6 +59,28 @@ import VolumeService
         #expect(await harness.attachments("pgdata") == [2])
         let log = await harness.world.actionLog.map { "\($0.type)@\($0.dropletID)" }
         #expect(log == ["attach@1", "detach@1", "attach@2"])
+    }
+
+    /// A droplet that brings a volume here has a fresh heartbeat before it asks for the attach: another droplet that
+    /// finds the volume attached here must not take an old heartbeat (one this droplet could not take down) for a
+    /// dead plugin and take the volume from under the Mount.
+    @Test func aMountRenewsTheHeartbeatBeforeItAttaches() async throws {
+        let harness = try ServiceHarness(testTime: TestTime())
+        try await harness.createVolume("pgdata")
+        let a = try await harness.node(droplet: 1)
+        let time = try #require(harness.testTime)
+        await setHeartbeat(harness, age: .seconds(3600), now: time.timeSource.wallClock())
+        harness.api.calls.reset()
+        // DigitalOcean is slow to tag the droplet: the attach must still come after it.
+        harness.api.dropletTagLatency.withLockedValue { $0 = .seconds(2) }
+        _ = try await time.run("the Mount") { try await a.service.mount(name: "pgdata", id: "c1") }
+        let calls = harness.api.calls.sequence
+        let attach = try #require(calls.firstIndex(of: "POST /v2/volumes/{id}/actions"))
+        let beat = try #require(calls.firstIndex(of: "POST /v2/tags/{name}/resources"), "\(calls)")
+        #expect(beat < attach, "heartbeat first: \(calls)")
+        #expect(await harness.world.actionLog.map(\.type) == ["attach"])
+        let beatAt = try #require(await LeaseTag.heartbeat(in: harness.world.dropletTags(id: 1), droplet: 1))
+        #expect(time.timeSource.wallClock().timeIntervalSince(beatAt) < 60, "the heartbeat DigitalOcean shows is the fresh one")
     }
 
     /// A live holder renews every 5 minutes; seen by a droplet whose clock is 30 s ahead of its own, its heartbeat

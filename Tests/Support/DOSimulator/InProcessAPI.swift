@@ -7,6 +7,8 @@ public struct InProcessAPI: Sendable {
     public let world: SimulatorWorld
     /// Counts calls, for tests that assert on API usage.
     public let calls = CallCounter()
+    /// How long tagging a droplet takes, on the world's clock (a slow heartbeat); zero by default.
+    public let dropletTagLatency = NIOLockedValueBox<Duration>(.zero)
 
     public init(world: SimulatorWorld) {
         self.world = world
@@ -70,6 +72,8 @@ public struct InProcessAPI: Sendable {
 
     public func tag(dropletID: Int, with name: String) async throws {
         calls.add("POST /v2/tags/{name}/resources")
+        let latency = dropletTagLatency.withLockedValue { $0 }
+        if latency > .zero { try await world.options.time.sleep(latency) }
         try await map("POST /v2/tags/\(name)/resources") { () async throws(SimError) in
             try await world.tag(name: name, resources: [.init(resourceID: String(dropletID), resourceType: "droplet")])
         }
@@ -150,12 +154,19 @@ public struct InProcessAPI: Sendable {
 
 /// A thread-safe tally of calls by name.
 public final class CallCounter: Sendable {
-    private let counts = NIOLockedValueBox<[String: Int]>([:])
+    private let counts = NIOLockedValueBox<(byName: [String: Int], sequence: [String])>(([:], []))
 
     public init() {}
 
-    public func add(_ name: String) { counts.withLockedValue { $0[name, default: 0] += 1 } }
-    public var total: Int { counts.withLockedValue { $0.values.reduce(0, +) } }
-    public var byName: [String: Int] { counts.withLockedValue { $0 } }
-    public func reset() { counts.withLockedValue { $0 = [:] } }
+    public func add(_ name: String) {
+        counts.withLockedValue {
+            $0.byName[name, default: 0] += 1
+            $0.sequence.append(name)
+        }
+    }
+    public var total: Int { counts.withLockedValue { $0.byName.values.reduce(0, +) } }
+    public var byName: [String: Int] { counts.withLockedValue { $0.byName } }
+    /// Every call, in the order they were made.
+    public var sequence: [String] { counts.withLockedValue { $0.sequence } }
+    public func reset() { counts.withLockedValue { $0 = ([:], []) } }
 }
