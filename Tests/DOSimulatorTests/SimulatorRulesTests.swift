@@ -6,7 +6,7 @@ import Testing
 import Timekeeping
 
 /// The simulator's DigitalOcean rules, in process.
-@Suite(.timeLimit(.minutes(2))) struct SimulatorRulesTests {
+@Suite(.timeLimit(.minutes(5))) struct SimulatorRulesTests {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("sim-rules-\(UUID().uuidString)").path
 
     func world(

@@ -9,7 +9,7 @@ import Testing
 import Timekeeping
 
 /// The DigitalOcean client over libcurl against the simulator on loopback: real HTTP, real faults, counted requests.
-@Suite(.timeLimit(.minutes(2))) struct ClientTests {
+@Suite(.timeLimit(.minutes(5))) struct ClientTests {
     static let token = "dop_v1_secret-token-value-0123456789"
 
     struct Lab {

@@ -1,7 +1,7 @@
 import DigitalOcean
 import Testing
 
-@Suite(.timeLimit(.minutes(1))) struct TextTests {
+@Suite(.timeLimit(.minutes(5))) struct TextTests {
     @Test(arguments: [("  7\r\n", "7"), ("\tnyc1\n", "nyc1"), ("", ""), (" \r\n ", ""), ("a b", "a b")])
     func trimming(text: String, expected: String) {
         #expect(text.trimmedWhitespace == expected)

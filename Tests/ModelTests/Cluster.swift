@@ -14,15 +14,19 @@ import VolumeService
 
 /// The simulator's routes called in process: the real DigitalOcean client, its retries and its reading of 429s,
 /// over HummingbirdTesting's router framework instead of a socket.
+/// A request under way is work the test clock waits for before it moves on.
 struct RouterTransport: HTTPTransport {
     let client: any TestClientProtocol
+    let time: TestTime
     static let baseURL = "http://do-sim"
 
     func send(_ request: TransportRequest) async throws -> TransportResponse {
         let uri = String(request.url.dropFirst(Self.baseURL.count))
-        let response = try await client.executeRequest(
-            uri: uri, method: request.method, headers: request.headers, body: request.body.map { ByteBuffer(bytes: $0) })
-        return TransportResponse(status: response.status.code, headers: response.headers, body: Array(response.body.readableBytesView))
+        return try await time.busy {
+            let response = try await client.executeRequest(
+                uri: uri, method: request.method, headers: request.headers, body: request.body.map { ByteBuffer(bytes: $0) })
+            return TransportResponse(status: response.status.code, headers: response.headers, body: Array(response.body.readableBytesView))
+        }
     }
 }
 
@@ -173,7 +177,7 @@ final class Cluster: @unchecked Sendable {
         let life = Life()
         let client = DOClient(
             baseURL: RouterTransport.baseURL, token: Self.token,
-            transport: MortalTransport(base: RouterTransport(client: self.client), life: life),
+            transport: MortalTransport(base: RouterTransport(client: self.client, time: time), life: life),
             time: time.timeSource, logger: logger)
         let configuration = configuration(droplet)
         let service = try VolumeService(

@@ -5,7 +5,7 @@ import PluginApp
 import Testing
 import VolumeService
 
-@Suite(.timeLimit(.minutes(1))) struct SettingsTests {
+@Suite(.timeLimit(.minutes(5))) struct SettingsTests {
     @Test func defaultsAreTheDocumentedOnes() throws {
         let settings = try PluginSettings.fromEnvironment([:])
         #expect(settings.accessToken == nil)

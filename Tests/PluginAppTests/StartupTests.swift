@@ -7,7 +7,7 @@ import VolumePlugin
 import VolumeService
 
 /// The plugin's start-up when it fails: every request retries it, and a failed try leaves nothing behind.
-@Suite(.timeLimit(.minutes(1))) struct StartupTests {
+@Suite(.timeLimit(.minutes(5))) struct StartupTests {
     /// Threads of this process named `name`.
     static func threads(named name: String) -> Int {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []

@@ -11,7 +11,7 @@ import VolumeService
 /// The plugin's connections as HTTP/1.1 has them, over loopback TCP to a live server with the plugin's channel
 /// handler: pipelined requests answered in order (a slow Mount before an instant Get), the body limit, a path that is
 /// no request, and `Connection: close`.
-@Suite(.timeLimit(.minutes(1))) struct ConnectionTests {
+@Suite(.timeLimit(.minutes(5))) struct ConnectionTests {
     func withConnection(_ body: @escaping @Sendable (RawConnection, ServiceHarness.Node) async throws -> Void) async throws {
         let harness = try ServiceHarness(actionLatency: .milliseconds(200))
         try await harness.createVolume("data")

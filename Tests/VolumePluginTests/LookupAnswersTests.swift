@@ -5,7 +5,7 @@ import VolumeService
 @testable import VolumePlugin
 
 /// The hand-written answers to Get, List and Path read back as the JSON they stand for, whatever the strings hold.
-@Suite(.timeLimit(.minutes(1))) struct LookupAnswersTests {
+@Suite(.timeLimit(.minutes(5))) struct LookupAnswersTests {
     static let awkward = "a \"quoted\" \\ back/slash\nnew\tline\r\u{01}\u{1F} é 名前 🙂"
 
     static func parse(_ bytes: [UInt8]) throws -> [String: Any] {

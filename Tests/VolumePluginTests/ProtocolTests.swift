@@ -8,7 +8,7 @@ import VolumePlugin
 import VolumeService
 
 /// Docker's VolumeDriver protocol as the engine uses it, against the real orchestration over simulated DigitalOcean.
-@Suite(.timeLimit(.minutes(1))) struct ProtocolTests {
+@Suite(.timeLimit(.minutes(5))) struct ProtocolTests {
     /// A live server (loopback TCP, the plugin's own channel handler) serving a fresh harness with one droplet (1001) and one formatted volume ("data").
     func withPlugin(_ body: @escaping @Sendable (any TestClientProtocol, ServiceHarness, ServiceHarness.Node) async throws -> Void) async throws {
         let harness = try ServiceHarness()

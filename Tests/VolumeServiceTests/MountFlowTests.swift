@@ -7,7 +7,7 @@ import TestSupport
 import VolumeService
 
 /// The Mount/Unmount orchestration between droplets, over the in-process simulator.
-@Suite(.timeLimit(.minutes(2))) struct MountFlowTests {
+@Suite(.timeLimit(.minutes(5))) struct MountFlowTests {
     @Test func volumeFollowsTheContainerFromDropletToDroplet() async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("pgdata")

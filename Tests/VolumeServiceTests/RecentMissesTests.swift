@@ -4,7 +4,7 @@ import TestSupport
 @testable import VolumeService
 
 /// Names DigitalOcean did not know are remembered for a while, and the memory of them stays bounded.
-@Suite(.timeLimit(.minutes(1))) struct RecentMissesTests {
+@Suite(.timeLimit(.minutes(5))) struct RecentMissesTests {
     @Test func aMissIsForgottenAfterItsTTL() {
         let start = ContinuousClock.now
         var misses = RecentMisses(ttl: .seconds(10), capacity: 100)

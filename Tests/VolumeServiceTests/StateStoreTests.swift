@@ -4,7 +4,7 @@ import VolumeService
 
 /// The registry's file: saves issued while others are still writing (the service's actor re-enters at each save)
 /// never tear the file or fail, and the file ends as the last snapshot issued.
-@Suite(.timeLimit(.minutes(1))) struct StateStoreTests {
+@Suite(.timeLimit(.minutes(5))) struct StateStoreTests {
     /// Stands for `VolumeService`: changes its state, then awaits the save, so calls overlap at the await.
     actor Owner {
         let store: StateStore

@@ -18,6 +18,10 @@ public final class TestTime: Sendable {
         var nextID: UInt64 = 0
         var sleepers: [Sleeper] = []
         var waited: [String: Duration] = [:]
+        /// Sleeps the clock has ended whose tasks have not run again yet.
+        var waking = 0
+        /// Pieces of `busy` work under way (outside their sleeps on the clock).
+        var active = 0
 
         /// Moves time to `new`, counting the move as waited by every owner with a task asleep.
         mutating func move(to new: Duration) {
@@ -29,6 +33,8 @@ public final class TestTime: Sendable {
 
     /// Whose work a task does, for `waited(by:)`: set it around a piece of work (its child tasks inherit it).
     @TaskLocal public static var owner: String?
+    /// Whether the task runs `busy` work.
+    @TaskLocal static var inBusyWork = false
     private let state = NIOLockedValueBox(State())
     /// The monotonic instant the clock starts at.
     public let start: ContinuousClock.Instant
@@ -69,6 +75,10 @@ public final class TestTime: Sendable {
             state.nextID &+= 1
             return state.nextID
         }
+        // Busy work that sleeps on the clock holds it back only while it runs.
+        let busy = Self.inBusyWork
+        if busy { state.withLockedValue { $0.active -= 1 } }
+        defer { if busy { state.withLockedValue { $0.active += 1 } } }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let cancelled = state.withLockedValue { state -> Bool in
@@ -86,6 +96,16 @@ public final class TestTime: Sendable {
             }
             sleeper?.continuation.resume(throwing: CancellationError())
         }
+        // Woken by `advance`: this task runs again.
+        state.withLockedValue { $0.waking -= 1 }
+    }
+
+    /// Runs `body` as work the clock waits for before it moves on in `advance(until:)` (a request under way to
+    /// the simulator, say), except while `body` sleeps on the clock.
+    public func busy<T: Sendable>(_ body: () async throws -> T) async rethrows -> T {
+        state.withLockedValue { $0.active += 1 }
+        defer { state.withLockedValue { $0.active -= 1 } }
+        return try await Self.$inBusyWork.withValue(true) { try await body() }
     }
 
     /// Moves time forward by `duration`, waking each sleep whose end it passes, earliest first, and letting each
@@ -101,6 +121,7 @@ public final class TestTime: Sendable {
                     return nil
                 }
                 state.move(to: state.sleepers[index].end)
+                state.waking += 1
                 return state.sleepers.remove(at: index)
             }
             guard let next else { break }
@@ -118,7 +139,7 @@ public final class TestTime: Sendable {
 
     /// Awaits, in real time (at most `limit`: a guard against a hang, not a margin), until at least `count` tasks
     /// sleep on the clock: the code under test has reached its waits.
-    public func waitForSleepers(_ count: Int = 1, _ what: String = "a wait", within limit: Duration = .seconds(60)) async throws {
+    public func waitForSleepers(_ count: Int = 1, _ what: String = "a wait", within limit: Duration = .seconds(300)) async throws {
         let deadline = ContinuousClock.now + limit
         while sleeperCount < count {
             guard ContinuousClock.now < deadline else { throw TestTimeError("nothing reached \(what) within \(limit)") }
@@ -129,15 +150,18 @@ public final class TestTime: Sendable {
     /// Advances the clock until `condition` holds, letting the code under test run between moves; fails after
     /// `virtualLimit` of clock time (what it waits for never came) or `realLimit` of real time (a hang). The clock
     /// moves only when the tasks sleeping on it have stayed the same for a moment of real time (nothing is on its way
-    /// to a new wait), and then to the earliest end among them, by `step` at most: work that runs outside the clock
-    /// (files written, programs run) sees little clock time pass. Use it where the outcome holds in every order of
+    /// to a new wait), every task it woke has run again and no `busy` work is under way (or, so that nothing can hang
+    /// it, 100 ms of real time went by without that changing), and then to the earliest end among them, by `step` at
+    /// most: work that runs outside the clock (files written, programs run) sees little clock time pass, also on a
+    /// machine so busy that a woken task waits long for a thread. Use it where the outcome holds in every order of
     /// the moves: a test asserts the outcome, not the timing.
     public func advance(
         until what: String, step: Duration = .milliseconds(100), virtualLimit: Duration = .seconds(3600),
-        realLimit: Duration = .seconds(60), _ condition: () async throws -> Bool
+        realLimit: Duration = .seconds(300), _ condition: () async throws -> Bool
     ) async throws {
         let realDeadline = ContinuousClock.now + realLimit
         let virtualDeadline = elapsed + virtualLimit
+        var unsettledSince: ContinuousClock.Instant?
         while try await !condition() {
             guard elapsed < virtualDeadline else {
                 throw TestTimeError("\(what) did not happen within \(virtualLimit) of test-clock time")
@@ -148,10 +172,22 @@ public final class TestTime: Sendable {
             let before = sleeperIDs
             await Self.letOthersRun()
             try await Task.sleep(for: .microseconds(500))
-            guard !before.isEmpty, sleeperIDs == before, try await !condition() else { continue }
+            guard !before.isEmpty, sleeperIDs == before, settled(since: &unsettledSince), try await !condition() else { continue }
             let next = state.withLockedValue { state in state.sleepers.map(\.end).min() ?? state.elapsed }
             await advance(by: min(max(next - elapsed, .zero), step))
         }
+    }
+
+    /// Whether every task the clock woke has run again and no busy work is under way, or that has not changed for
+    /// 100 ms of real time.
+    private func settled(since: inout ContinuousClock.Instant?) -> Bool {
+        if state.withLockedValue({ $0.waking <= 0 && $0.active <= 0 }) {
+            since = nil
+            return true
+        }
+        let now = ContinuousClock.now
+        if since == nil { since = now }
+        return now - since! > .milliseconds(100)
     }
 
     /// The tasks sleeping now, by the ids of their sleeps.
@@ -218,7 +254,7 @@ public final class Running<T: Sendable>: Sendable {
 
     /// Its outcome, awaited in real time for at most `limit` (a guard against a hang, not a margin) without moving
     /// any test clock: work that ends without more clock time has ended within it.
-    public func result(within limit: Duration = .seconds(60)) async throws -> Result<T, any Error> {
+    public func result(within limit: Duration = .seconds(300)) async throws -> Result<T, any Error> {
         let deadline = ContinuousClock.now + limit
         while true {
             if let result = outcome.withLockedValue({ $0 }) { return result }
@@ -228,7 +264,7 @@ public final class Running<T: Sendable>: Sendable {
     }
 
     /// Its value, or its error; see `result(within:)`.
-    public func value(within limit: Duration = .seconds(60)) async throws -> T {
+    public func value(within limit: Duration = .seconds(300)) async throws -> T {
         try await result(within: limit).get()
     }
 
