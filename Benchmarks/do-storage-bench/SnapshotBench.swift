@@ -43,6 +43,9 @@ final class FreezeStopwatch: HostFilesystem {
     func grow(device: String, type: FilesystemType, mountpoint: String?) async throws {
         try await inner.grow(device: device, type: type, mountpoint: mountpoint)
     }
+    func prepareDirectory(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws {
+        try await inner.prepareDirectory(path, uid: uid, gid: gid, mode: mode)
+    }
 }
 
 extension Bench {

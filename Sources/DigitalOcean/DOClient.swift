@@ -129,7 +129,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it does not exist.
     public func snapshot(id: String) async throws -> Snapshot {
-        let envelope: SnapshotEnvelope = try await call(.get, "/v2/snapshots/\(id)")
+        let envelope: SnapshotEnvelope = try await call(.get, "/v2/volumes/snapshots/\(id)")
         return envelope.snapshot
     }
 
@@ -139,7 +139,7 @@ public struct DOClient: Sendable {
     /// - Throws: `DOError` once the retries are spent: `.unauthorized`, `.rateLimited`, `.server`, `.transport`,
     ///   `.deadlineExceeded`, `.invalidResponse`; `.notFound` when it is gone.
     public func deleteSnapshot(id: String) async throws {
-        let _: Empty = try await call(.delete, "/v2/snapshots/\(id)")
+        let _: Empty = try await call(.delete, "/v2/volumes/snapshots/\(id)")
     }
 
     /// Every item of a listing, 200 a page, until DigitalOcean says there is no next page or all are read.

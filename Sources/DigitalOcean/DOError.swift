@@ -78,7 +78,14 @@ public struct DOError: Error, CustomStringConvertible, Sendable {
             return "Check ACCESS_TOKEN: it must be a valid DigitalOcean personal access token with read and write scope "
                 + "(docker plugin disable <plugin>; docker plugin set <plugin> ACCESS_TOKEN=<token>; docker plugin enable <plugin>)"
         case .forbidden:
-            return "The token lacks a scope needed for block storage, or an account limit was reached"
+            if message.lowercased().contains("limit") {
+                return "An account limit was reached (volumes, their total size, or snapshots): delete what is no longer "
+                    + "needed, or ask DigitalOcean support to raise the limit"
+            }
+            let scope = TokenScopes.call(for: operation).map { "the scope \($0.scope), which \($0.method) \($0.path) needs" }
+            return "The token lacks \(scope ?? "a scope this call needs"): give do_storage a token with the scopes "
+                + "README.md lists under \"Token scopes\" (docker plugin disable <plugin>; docker plugin set <plugin> "
+                + "ACCESS_TOKEN=<token>; docker plugin enable <plugin>)"
         case .rateLimited:
             if let retryAfter, retryAfter > .seconds(90) {
                 return "The account's hourly API budget (5000 requests, shared by every client of the token) is spent; "

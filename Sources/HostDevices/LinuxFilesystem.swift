@@ -110,6 +110,34 @@ extension LinuxFilesystem {
         logger.debug("Filesystem thawed", metadata: ["mountpoint": "\(mountpoint)"])
     }
 
+    public func prepareDirectory(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws {
+        let made = try await NIOThreadPool.singleton.runIfActive { () throws -> Bool in
+            func failure(_ what: String) -> DeviceError {
+                DeviceError(.io, "cannot \(what) \(path): \(String(cString: strerror(errno)))")
+            }
+            let made = Glibc.mkdir(path, 0o700) == 0
+            guard made || errno == EEXIST else { throw failure("make the directory") }
+            // Opened without following a link, so that what is changed is the directory itself.
+            let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw failure("open the directory (it must be a directory, not a link)") }
+            defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else { throw failure("read") }
+            if (uid.map { $0 != info.st_uid } ?? false) || (gid.map { $0 != info.st_gid } ?? false) {
+                // -1 leaves that id as it is; chown clears the set-id bits, so the mode comes after.
+                guard fchown(fd, uid ?? UInt32.max, gid ?? UInt32.max) == 0 else { throw failure("change the owner of") }
+                info.st_mode &= ~mode_t(0o6000)
+            }
+            // A directory made now gets its mode whatever the plugin's umask: 0755 when none was given.
+            let wanted = mode ?? (made ? DataDirectory.defaultMode : nil)
+            if let wanted, info.st_mode & 0o7777 != wanted {
+                guard fchmod(fd, mode_t(wanted)) == 0 else { throw failure("change the mode of") }
+            }
+            return made
+        }
+        if made { logger.debug("Data directory made", metadata: ["path": "\(path)"]) }
+    }
+
     static func freezeIoctl(_ request: UInt, _ name: String, _ mountpoint: String) async throws {
         try await NIOThreadPool.singleton.runIfActive {
             let fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -44,6 +44,27 @@ extension VolumeService {
             throw VolumeError(.mountFailed, "cannot mount volume \(name) (\(type) on \(device)) at \(mountpoint): \(error)")
         }
         if type == .xfs { await growIfNeeded(device, type: type, mountpoint: mountpoint, record: &record) }
+        do {
+            try await prepareDataDirectory(record, at: mountpoint)
+        } catch {
+            try? await filesystem.unmount(path: mountpoint)
+            throw error
+        }
+    }
+
+    /// Makes the data directory a volume's containers see, when it shows one and it is missing, and gives it the
+    /// volume's owner and mode (see `DataDirectory`). On a read-only mount it only has to be there.
+    func prepareDataDirectory(_ record: VolumeRecord, at mountpoint: String) async throws {
+        guard let shown = record.dataDirectory else { return }
+        let readOnly = (record.mountOptions ?? configuration.defaults.mountOptions).contains(.ro)
+        let path = mountpoint + "/" + DataDirectory.name
+        do {
+            try await filesystem.prepareDirectory(
+                path, uid: readOnly ? nil : shown.uid, gid: readOnly ? nil : shown.gid, mode: readOnly ? nil : shown.mode)
+        } catch {
+            let hint = readOnly ? "; it is mounted read-only (mountopts=ro): mount it once read-write to make it" : ""
+            throw VolumeError(.mountFailed, "cannot prepare the data directory of volume \(record.name) (\(path)): \(error)\(hint)")
+        }
     }
 
     /// Makes the filesystem the volume's Create asked for, only when the device is truly blank and as large as the

@@ -37,6 +37,12 @@ extension VolumeService {
                 if let schedule = options.schedule, SnapshotSchedule(tags: existing.tags) != schedule {
                     existing.tags = try await setSchedule(schedule, on: existing, name: name)
                 }
+                if let shown = DataDirectory(tags: existing.tags), shown.overridden(by: options) != shown {
+                    // New owner or mode: applied at the volume's next Mount, on whichever droplet.
+                    existing.tags = try await retag(
+                        existing, name: name, what: "data directory's owner and mode",
+                        replacing: shown.overridden(by: options).tags, DataDirectory.isOwnTag)
+                }
                 try await addRecord(name: name, doName: doName, volume: existing, options: options)
                 logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
                 return
@@ -60,7 +66,7 @@ extension VolumeService {
             if let text = options.fromSnapshot {
                 origin = try await findSnapshot(text)
             } else if let source = options.cloneOf {
-                (origin, consistency) = try await cloneSnapshot(of: source, for: name)
+                (origin, consistency) = try await cloneSnapshot(of: source, for: name, options: options)
             }
             var volume = try await createOnDigitalOcean(name: name, doName: doName, options: options, from: origin)
             if let size = options.sizeGiB { volume = try await grow(volume, to: size, name: name) }
@@ -183,12 +189,47 @@ extension VolumeService {
                     + "\(option.onlyFor!.rawValue) only, and the existing DigitalOcean volume \(volume.name) is \(existing.rawValue); "
                     + "leave it out")
         }
+        if options.setsDataDirectory, DataDirectory(tags: volume.tags) == nil {
+            throw VolumeError(
+                .invalidOption,
+                "uid, gid and mode apply to volumes do_storage makes, whose containers see a data directory of their "
+                    + "own; the existing DigitalOcean volume \(volume.name) shows its filesystem's root as it holds it, "
+                    + "and do_storage changes nothing there: leave the options out, and set the owner from a container "
+                    + "(docker run --rm -v \(name):/v busybox chown 1000:1000 /v)")
+        }
         if let fstype = options.fstype, !volume.filesystemType.isEmpty, fstype.rawValue != volume.filesystemType {
             throw VolumeError(
                 .invalidOption,
                 "fstype=\(fstype.rawValue) contradicts the existing DigitalOcean volume \(volume.name), formatted "
                     + "\(volume.filesystemType); leave fstype out to use it")
         }
+    }
+
+    /// uid, gid and mode for a volume made from a snapshot whose volume showed its filesystem's root: refused.
+    func checkDataDirectoryOptions(_ options: CreateOptions, origin tags: [String], what: String) throws {
+        guard options.setsDataDirectory, DataDirectory(tags: tags) == nil else { return }
+        throw VolumeError(
+            .invalidOption,
+            "uid, gid and mode do not apply with \(what): the new volume holds a filesystem whose root its containers "
+                + "see as it is (its origin was not made by do_storage), and do_storage changes nothing there; leave "
+                + "them out")
+    }
+
+    /// Replaces the volume's tags that `isReplaced` picks with `tags`, on DigitalOcean. Returns the new tags.
+    func retag(
+        _ volume: Volume, name: String, what: String, replacing tags: [String], _ isReplaced: (String) -> Bool
+    ) async throws -> [String] {
+        let old = volume.tags.filter(isReplaced)
+        try await cloud("set the \(what) of volume \(name)") {
+            for tag in tags where !volume.tags.contains(tag) {
+                try await api.createTag(name: tag)
+                try await api.tagVolume(id: volume.id, with: tag)
+            }
+            for tag in old where !tags.contains(tag) {
+                try await api.untagVolume(id: volume.id, from: tag)
+            }
+        }
+        return volume.tags.filter { !old.contains($0) } + tags
     }
 
     // MARK: DigitalOcean
@@ -205,7 +246,8 @@ extension VolumeService {
         var request = VolumeCreateRequest(
             name: doName, sizeGigabytes: options.sizeGiB ?? defaults.sizeGiB, region: configuration.region,
             description: options.description, filesystemType: fstype.rawValue, filesystemLabel: options.label,
-            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)] + (options.schedule?.tags ?? []))
+            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)] + (options.schedule?.tags ?? [])
+                + DataDirectory().overridden(by: options).tags)
         if let snapshot {
             guard snapshot.regions.contains(configuration.region) else {
                 throw VolumeError(
@@ -223,7 +265,12 @@ extension VolumeService {
             request.snapshotID = snapshot.id
             request.filesystemType = nil
             request.filesystemLabel = nil
-            request.tags = (request.tags ?? []) + [VolumeNames.originTagPrefix + snapshot.id]
+            // The new volume shows what its origin showed: the data directory (with the owner and mode given now,
+            // or the origin's), or its filesystem's root.
+            try checkDataDirectoryOptions(options, origin: snapshot.tags, what: "from_snapshot=\(snapshot.name)")
+            let layout = DataDirectory(tags: snapshot.tags).map { $0.overridden(by: options).tags } ?? []
+            request.tags = (request.tags ?? []).filter { !DataDirectory.isOwnTag($0) } + layout
+                + [VolumeNames.originTagPrefix + snapshot.id]
         }
         do {
             let volume = try await api.createVolume(request)
@@ -299,5 +346,6 @@ extension VolumeRecord {
             sizeGiB: volume.sizeGigabytes, fstype: volume.filesystemType, attachedTo: volume.dropletIDs.first,
             device: device, createdByPlugin: volume.tags.contains(VolumeNames.markerTag))
         schedule = SnapshotSchedule(tags: volume.tags)
+        dataDirectory = DataDirectory(tags: volume.tags)
     }
 }

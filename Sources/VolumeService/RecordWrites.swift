@@ -50,6 +50,7 @@ extension VolumeRecord {
         take(\.lastSnapshot)
         take(\.schedule)
         take(\.lastScheduledAt)
+        take(\.dataDirectory)
         return merged
     }
 }

@@ -246,6 +246,17 @@ public protocol HostFilesystem: Sendable {
     /// - Parameter mountpoint: Where the filesystem is mounted.
     /// - Throws: `DeviceError` `.freeze`, with the system's reason.
     func freeze(mountpoint: String) async throws
+    /// Makes the directory `path` when it is missing (owned by root, mode 0755 whatever the umask), then gives it the
+    /// owner, group and mode given, where they differ. Refuses anything at `path` that is not a directory, links
+    /// included.
+    ///
+    /// - Parameters:
+    ///   - path: The directory, in a mounted filesystem.
+    ///   - uid: Its owner; nil: left as it is.
+    ///   - gid: Its group; nil: left as it is.
+    ///   - mode: Its permission bits; nil: left as they are.
+    /// - Throws: `DeviceError` `.io`, with the system's reason.
+    func prepareDirectory(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws
     /// Thaws a frozen filesystem (FITHAW).
     ///
     /// - Parameter mountpoint: Where the filesystem is mounted.

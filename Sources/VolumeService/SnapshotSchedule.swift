@@ -277,19 +277,9 @@ extension VolumeService {
 
     /// Puts a schedule on an existing volume: its tags change, so it follows the volume. Returns the new tags.
     func setSchedule(_ schedule: SnapshotSchedule, on volume: Volume, name: String) async throws -> [String] {
-        let old = volume.tags.filter {
+        try await retag(volume, name: name, what: "snapshot schedule", replacing: schedule.tags) {
             $0.hasPrefix(SnapshotSchedule.everyTagPrefix) || $0.hasPrefix(SnapshotSchedule.keepTagPrefix)
         }
-        try await cloud("set the snapshot schedule of volume \(name)") {
-            for tag in schedule.tags where !volume.tags.contains(tag) {
-                try await api.createTag(name: tag)
-                try await api.tagVolume(id: volume.id, with: tag)
-            }
-            for tag in old where !schedule.tags.contains(tag) {
-                try await api.untagVolume(id: volume.id, from: tag)
-            }
-        }
-        return volume.tags.filter { !old.contains($0) } + schedule.tags
     }
 
     /// A DigitalOcean time (RFC 3339, with or without fractional seconds).

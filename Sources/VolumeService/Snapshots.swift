@@ -120,13 +120,14 @@ extension VolumeService {
 
     /// Takes a snapshot of the Docker volume `source` for a clone named `name`. When `source` is mounted here its
     /// filesystem is frozen for the request (at most `freezeLimit`) and always thawed again.
-    func cloneSnapshot(of source: String, for name: String) async throws -> (Snapshot, CloneConsistency) {
+    func cloneSnapshot(of source: String, for name: String, options: CreateOptions) async throws -> (Snapshot, CloneConsistency) {
         guard source != name else { throw VolumeError(.invalidOption, "clone_of=\(source): a volume cannot be its own clone") }
         let snapshotName = "\(name)-clone-\(Self.snapshotTime(time.wallClock()))"
         if state.volumes[source] != nil {
             return try await volumeLocks.withLock(source) {
                 guard var record = checkout(source) else { throw VolumeError(.notFound, "no such volume: \(source)") }
                 let volume = try await currentVolume(&record)
+                try checkDataDirectoryOptions(options, origin: volume.tags, what: "clone_of=\(source)")
                 let snapshot = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [Self.cloneTag])
                 write(record)
                 try await persist()
@@ -139,6 +140,7 @@ extension VolumeService {
                 .notFound,
                 "clone_of=\(source): there is no DigitalOcean volume \(doName) in region \(configuration.region) to clone")
         }
+        try checkDataDirectoryOptions(options, origin: volume.tags, what: "clone_of=\(source)")
         return (try await snapshot(volume, name: snapshotName, tags: [Self.cloneTag]), .crash)
     }
 
@@ -226,9 +228,12 @@ extension VolumeService {
     }
 
     /// One snapshot request, its errors in plain words.
+    /// A volume that shows its data directory passes that on in the snapshot's tags: a volume made from the snapshot
+    /// shows it too.
     func snapshot(_ volume: Volume, name: String, tags: [String]) async throws -> Snapshot {
         do {
-            return try await api.createSnapshot(volumeID: volume.id, name: name, tags: tags)
+            let layout = DataDirectory(tags: volume.tags)?.tags ?? []
+            return try await api.createSnapshot(volumeID: volume.id, name: name, tags: tags + layout)
         } catch let error as DOError where error.code == .conflict {
             throw VolumeError(
                 .invalidOption,

@@ -46,6 +46,8 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     public var schedule: SnapshotSchedule?
     /// When the schedule last took a snapshot (wall clock), as last seen.
     public var lastScheduledAt: Date?
+    /// The data directory its containers see, as its tags said when last seen; nil: they see the filesystem's root.
+    public var dataDirectory: DataDirectory?
 
     public init(
         name: String, doName: String, volumeID: String? = nil, createdAt: Date, references: [String: Int] = [:],

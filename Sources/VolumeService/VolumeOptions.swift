@@ -92,11 +92,19 @@ public struct CreateOptions: Sendable, Equatable {
     public var cloneOf: String?
     /// `snapshot_every` and `snapshot_keep`: snapshots on a schedule, with retention.
     public var schedule: SnapshotSchedule?
+    /// `uid`, `gid` and `mode`: the owner and permission bits of the data directory a container sees (see
+    /// `DataDirectory`).
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var mode: UInt32?
+
+    /// Whether any of `uid`, `gid` and `mode` was given.
+    public var setsDataDirectory: Bool { uid != nil || gid != nil || mode != nil }
 
     /// Every option's name, as the errors list them.
     public static let names = [
         "size", "fstype", "fslabel", "description", "tags", "mountopts", "onremove", "takeover", "from_snapshot", "clone_of",
-        "snapshot_every", "snapshot_keep",
+        "snapshot_every", "snapshot_keep", "uid", "gid", "mode",
     ]
 
     /// The smallest and largest volume DigitalOcean makes, in GiB.
@@ -198,6 +206,28 @@ public struct CreateOptions: Sendable, Equatable {
             schedule = SnapshotSchedule(every: every, keep: keep ?? SnapshotSchedule.defaultKeep)
         } else if values["snapshot_keep"] != nil {
             throw VolumeError(.invalidOption, "snapshot_keep needs snapshot_every: how often to take the snapshots it keeps")
+        }
+        for option in ["uid", "gid"] {
+            guard let text = values[option] else { continue }
+            guard !text.isEmpty, text.count <= 10, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+                let id = UInt32(text), id != UInt32.max
+            else {
+                let what = option == "uid" ? "user" : "group"
+                throw VolumeError(
+                    .invalidOption,
+                    "\(option)=\(text) is not a \(what) id: use a number from 0 to 4294967294, as id -\(option.prefix(1)) prints it "
+                        + "inside the container's image (names mean nothing on the host)")
+            }
+            if option == "uid" { uid = id } else { gid = id }
+        }
+        if let text = values["mode"] {
+            guard (3...4).contains(text.count), text.utf8.allSatisfy({ $0 >= 48 && $0 <= 55 }), let bits = UInt32(text, radix: 8)
+            else {
+                throw VolumeError(
+                    .invalidOption,
+                    "mode=\(text) is not a permission mode: use 3 or 4 octal digits as chmod takes them, e.g. 0750, 0770 or 2775")
+            }
+            mode = bits
         }
         if fromSnapshot != nil || cloneOf != nil {
             let given = fromSnapshot != nil ? "from_snapshot" : "clone_of"

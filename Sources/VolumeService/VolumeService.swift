@@ -232,12 +232,13 @@ public actor VolumeService: VolumeDriver {
             guard var record = checkout(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
             let mountpoint = mountpoint(for: name)
             if try await isMounted(mountpoint) {
+                try await prepareDataDirectory(record, at: mountpoint)
                 record.references[id, default: 0] += 1
                 record.mountpoint = mountpoint
                 write(record)
                 try await persist()
                 logger.debug("Mount reused", metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
-                return mountpoint
+                return record.shownPath(mountpoint)
             }
             let started = time.now()
             mountsInFlight += 1
@@ -261,7 +262,7 @@ public actor VolumeService: VolumeDriver {
                     "volume.name": "\(name)", "device.path": "\(device)", "mountpoint": "\(mountpoint)",
                     "duration.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
                 ])
-            return mountpoint
+            return record.shownPath(mountpoint)
         }
     }
 
@@ -397,7 +398,11 @@ public actor VolumeService: VolumeDriver {
             "snapshot_keep": record.schedule?.keep.description ?? "",
         ]
         if let consistency = record.cloneConsistency { status["clone_consistency"] = consistency.rawValue }
-        return VolumeInfo(name: record.name, mountpoint: record.mountpoint ?? "", createdAt: record.createdAt, status: status)
+        // What a container sees: the data directory (with its owner and mode) or the filesystem's root.
+        status["container_sees"] = record.dataDirectory.map { "data directory (\(DataDirectory.name)/ of the filesystem, "
+            + "owner:group mode \($0.statusText))" } ?? "filesystem root (volume not made by do_storage)"
+        return VolumeInfo(
+            name: record.name, mountpoint: record.mountpoint.map(record.shownPath) ?? "", createdAt: record.createdAt, status: status)
     }
 
     func mountpoint(for name: String) -> String { configuration.mountRoot + "/" + name }

@@ -183,7 +183,7 @@ final class EngineLab: @unchecked Sendable {
         let image = lab.root + "/busybox-root"
         try FileManager.default.createDirectory(atPath: image + "/bin", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "/usr/bin/busybox", toPath: image + "/bin/busybox")
-        for tool in ["sh", "cat", "echo", "ls", "sleep", "df", "touch", "mkdir", "test", "true", "mv"] {
+        for tool in ["sh", "cat", "echo", "ls", "sleep", "df", "touch", "mkdir", "test", "true", "mv", "stat", "chown", "id"] {
             try FileManager.default.createSymbolicLink(atPath: image + "/bin/" + tool, withDestinationPath: "busybox")
         }
         let tar = Process()

@@ -248,7 +248,7 @@ struct EngineTests {
             let volume = try #require(await lab.lab.world.listVolumes(name: "pgdata", region: "nyc1").first)
             #expect(volume.sizeGigabytes == 2 && volume.filesystemType == "xfs" && volume.filesystemLabel == "pg")
             #expect(volume.description == "the db")
-            #expect(volume.tags == ["db", "prod", "do-storage", "do-storage-name:pgdata"])
+            #expect(volume.tags == ["db", "prod", "do-storage", "do-storage-name:pgdata", "do-storage-data"])
             let post = lab.lab.server.recorded.first { $0.method == "POST" && $0.path == "/v2/volumes" }
             #expect(post?.requestBody?.contains(#""filesystem_type":"xfs""#) == true, "\(String(describing: post))")
 
@@ -265,6 +265,7 @@ struct EngineTests {
                 "do_id": volume.id, "do_name": "pgdata", "region": "nyc1", "size_gib": "2", "fstype": "xfs",
                 "attached_to": "", "device": "", "mounts": "0", "created_by_plugin": "true", "last_error": "",
                 "snapshots": "", "last_snapshot": "", "snapshot_every": "", "snapshot_keep": "",
+                "container_sees": "data directory (data/ of the filesystem, owner:group mode -:- -)",
             ])
 
             let bad = try await engine.docker("volume", "create", "-d", driver, "-o", "size=20MB", "other")
@@ -340,7 +341,7 @@ struct EngineTests {
             }
             let volume = try #require(await lab.lab.world.listVolumes(name: "shop-app-data", region: "nyc1").first)
             #expect(volume.sizeGigabytes == 3 && volume.filesystemType == "xfs")
-            #expect(volume.tags == ["web", "do-storage", "do-storage-name:shop_app_data"])
+            #expect(volume.tags == ["web", "do-storage", "do-storage-name:shop_app_data", "do-storage-data"])
             // onremove=delete: compose's down -v removes the volume, and the plugin deletes it on DigitalOcean.
             #expect(try await compose("run", "--rm", "-T", "logs").status == 0)
             #expect(await lab.lab.world.listVolumes(name: "shop-logs", region: "nyc1").count == 1)

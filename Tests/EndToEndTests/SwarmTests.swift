@@ -86,6 +86,64 @@ struct SwarmTests {
         }
     }
 
+    /// One volume per replica: `source=data-{{.Task.Slot}}` gives each task a DigitalOcean volume of its own, made at
+    /// its first use with the service's volume options; draining a node moves each task with its own volume.
+    @Test func eachReplicaHasItsOwnVolumeAndTakesItAlong() async throws {
+        try await withSwarm { lab, manager, worker in
+            try await manager.must(
+                "service", "create", "--name", "web", "--replicas", "2", "--no-resolve-image", "--user", "1000",
+                "--env", "SLOT={{.Task.Slot}}", "--env", "NODE={{.Node.Hostname}}",
+                "--mount", "type=volume,source=data-{{.Task.Slot}},destination=/data,volume-driver=\(lab.pluginName),"
+                    + "volume-opt=size=1,volume-opt=uid=1000",
+                "bb:latest", "sh", "-c", "echo $SLOT $NODE >> /data/log; sleep 100000")
+            /// Each slot's node, once both tasks run and have written.
+            func placement(leaving: String? = nil) async throws -> [Int: String] {
+                var nodes: [Int: String] = [:]
+                try await waitFor("both tasks of web to run and write", timeout: .seconds(120)) {
+                    let tasks = try await manager.must(
+                        "service", "ps", "web", "--filter", "desired-state=running", "--format", "{{.Name}} {{.Node}} {{.CurrentState}}")
+                    nodes = [:]
+                    for line in tasks.split(separator: "\n") where line.contains("Running") {
+                        let fields = line.split(separator: " ")
+                        if let slot = Int(fields[0].split(separator: ".").last ?? "") { nodes[slot] = String(fields[1]) }
+                    }
+                    guard nodes.count == 2, !nodes.values.contains(where: { $0 == leaving }) else { return false }
+                    for (slot, node) in nodes where try await !slotLog(engine(node, manager, worker), slot).hasSuffix("\(slot) \(node)") {
+                        return false
+                    }
+                    return true
+                }
+                return nodes
+            }
+            func slotLog(_ engine: Engine, _ slot: Int) async throws -> String {
+                let id = try await engine.must("ps", "-q", "--filter", "name=web.\(slot).")
+                guard !id.isEmpty else { return "" }
+                return (try? await engine.must("exec", id, "cat", "/data/log")) ?? ""
+            }
+
+            let before = try await placement()
+            for slot in [1, 2] {
+                let volume = try #require(await lab.lab.world.listVolumes(name: "data-\(slot)", region: "nyc1").first)
+                #expect(volume.sizeGigabytes == 1 && volume.tags.contains("do-storage-uid:1000"), "data-\(slot): \(volume.tags)")
+            }
+            #expect(await lab.lab.world.listVolumes(name: nil, region: nil).count == 2, "one volume per slot, no other")
+
+            let leaving = try #require(before[1])
+            let nodeID = try await manager.must("node", "ls", "--filter", "name=\(leaving)", "--format", "{{.ID}}")
+            try await manager.must("node", "update", "--availability", "drain", nodeID)
+            let after = try await placement(leaving: leaving)
+            for slot in [1, 2] {
+                let node = try #require(after[slot])
+                let log = try await slotLog(engine(node, manager, worker), slot)
+                let expected = before[slot] == node ? "\(slot) \(node)" : "\(slot) \(before[slot] ?? "")\n\(slot) \(node)"
+                #expect(log == expected, "slot \(slot) kept its own data and no other's")
+                let dropletID = node == "droplet-1001" ? 1001 : 1002
+                #expect(await lab.lab.attachments("data-\(slot)") == [dropletID])
+            }
+            try await manager.must("service", "rm", "web")
+        }
+    }
+
     @Test func theComposeFileWorksWithStackDeploy() async throws {
         try await withSwarm { lab, manager, worker in
             try await lab.lab.createVolume("pgdata")
@@ -131,7 +189,7 @@ struct SwarmTests {
             }
             let served = try #require(await lab.lab.world.listVolumes(name: "svcdata", region: "nyc1").first)
             #expect(served.sizeGigabytes == 3 && served.filesystemType == "xfs")
-            #expect(served.tags == ["svc", "do-storage", "do-storage-name:svcdata"])
+            #expect(served.tags == ["svc", "do-storage", "do-storage-name:svcdata", "do-storage-data"])
             let host = engine(svcNode, manager, worker)
             var mounts = ""
             try await waitFor("the task to record its mounts") {

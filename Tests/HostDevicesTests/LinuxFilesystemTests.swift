@@ -4,7 +4,7 @@ import Logging
 import Testing
 import VolumeService
 
-@Suite(.timeLimit(.minutes(1))) struct MountInfoTests {
+@Suite(.timeLimit(.minutes(5))) struct MountInfoTests {
     @Test func parsesFieldsAndEscapes() {
         let text = """
             36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue
@@ -18,7 +18,7 @@ import VolumeService
     }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct ProcFileTests {
+@Suite(.timeLimit(.minutes(5))) struct ProcFileTests {
     @Test func readsProcFilesToTheEnd() throws {
         // /proc/self/maps of a Swift process is far longer than a page.
         let maps = try ProcFile.read("/proc/self/maps")
@@ -33,7 +33,7 @@ import VolumeService
     }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct BlockDeviceTests {
+@Suite(.timeLimit(.minutes(5))) struct BlockDeviceTests {
     /// The name of a block device node in /dev (loop devices exist on any Linux machine that runs these tests).
     func someBlockDevice() throws -> String {
         let names = try FileManager.default.contentsOfDirectory(atPath: "/dev").sorted()

@@ -94,6 +94,10 @@ struct MortalFilesystem: HostFilesystem {
         try life.check()
         try await base.thaw(mountpoint: mountpoint)
     }
+    func prepareDirectory(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws {
+        try life.check()
+        try await base.prepareDirectory(path, uid: uid, gid: gid, mode: mode)
+    }
 }
 
 /// Three droplets on one simulated DigitalOcean, each with a plugin (a `VolumeService` over the real client) that

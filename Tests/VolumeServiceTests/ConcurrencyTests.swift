@@ -9,7 +9,7 @@ import Timekeeping
 
 /// Waits and writes that interleave: the per-volume lock gives up with its caller, and a record's holder never
 /// writes back an older copy over what others wrote meanwhile.
-@Suite(.timeLimit(.minutes(2))) struct ConcurrencyTests {
+@Suite(.timeLimit(.minutes(5))) struct ConcurrencyTests {
 
     @Test func aWaiterWhoseTaskIsCancelledLeavesTheLineAndTheNextOneGetsTheLock() async throws {
         let lock = AsyncKeyedLock()
@@ -119,6 +119,7 @@ import Timekeeping
         mine.lastSnapshot = "s"
         mine.schedule = SnapshotSchedule(every: .seconds(3600), keep: SnapshotSchedule.defaultKeep)
         mine.lastScheduledAt = Date(timeIntervalSince1970: 3)
+        mine.dataDirectory = DataDirectory(uid: 1000)
         // Every stored property but the name (the record's key) differs: the merge onto the base must give this copy
         // back whole.
         let same = zip(Mirror(reflecting: mine).children, Mirror(reflecting: base).children)

@@ -7,7 +7,7 @@ import VolumeService
 
 /// What the service does with a volume's filesystem: formats only a blank volume whose Create asked for it, and
 /// grows a volume resized on DigitalOcean, at Mount and online.
-@Suite(.timeLimit(.minutes(1))) struct FilesystemFlowTests {
+@Suite(.timeLimit(.minutes(5))) struct FilesystemFlowTests {
     /// The backing file of a volume, which the fake device links lead to.
     func backing(_ harness: ServiceHarness, _ name: String) async throws -> String {
         let volume = try #require(await harness.world.listVolumes(name: name, region: "nyc1").first)
@@ -111,7 +111,7 @@ import VolumeService
 }
 
 /// Mount options that apply to one filesystem only (nobarrier: ext4).
-@Suite(.timeLimit(.minutes(1))) struct MountOptionFilesystemTests {
+@Suite(.timeLimit(.minutes(5))) struct MountOptionFilesystemTests {
     @Test func aPluginWideExt4OptionIsLeftOutForXfs() async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("logs", filesystem: "xfs")

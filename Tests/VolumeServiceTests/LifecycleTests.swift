@@ -6,7 +6,7 @@ import TestSupport
 import VolumeService
 
 /// Create options, reading each and refusing bad ones with an error that says what to do.
-@Suite(.timeLimit(.minutes(1))) struct CreateOptionsTests {
+@Suite(.timeLimit(.minutes(5))) struct CreateOptionsTests {
     @Test(arguments: [
         ("20", 20), ("20G", 20), ("20GiB", 20), ("20gb", 20), ("1T", 1024), ("1TiB", 1024), ("16TiB", 16384), ("1", 1),
     ])
@@ -34,7 +34,7 @@ import VolumeService
         let error = #expect(throws: VolumeError.self) { try CreateOptions(parsing: ["sise": "20"]) }
         #expect(error?.message == "unknown volume option \"sise\"; do_storage accepts "
             + "size, fstype, fslabel, description, tags, mountopts, onremove, takeover, from_snapshot, clone_of, "
-            + "snapshot_every, snapshot_keep")
+            + "snapshot_every, snapshot_keep, uid, gid, mode")
     }
 
     @Test func everyOptionTogether() throws {
@@ -50,7 +50,7 @@ import VolumeService
 }
 
 /// Names that never alias: deterministic, the same on every droplet, and one Docker name per DigitalOcean volume.
-@Suite(.timeLimit(.minutes(1))) struct VolumeNamesTests {
+@Suite(.timeLimit(.minutes(5))) struct VolumeNamesTests {
     @Test func mapping() {
         #expect(VolumeNames.candidates(for: "pgdata").preferred == "pgdata")
         #expect(VolumeNames.candidates(for: "mystack_pgdata").preferred == "mystack-pgdata")
@@ -85,7 +85,7 @@ import VolumeService
 }
 
 /// Create, adopt and remove against the simulator.
-@Suite(.timeLimit(.minutes(1))) struct LifecycleTests {
+@Suite(.timeLimit(.minutes(5))) struct LifecycleTests {
     func volume(_ harness: ServiceHarness, _ name: String) async -> Volume? {
         await harness.world.listVolumes(name: name, region: "nyc1").first
     }
@@ -99,7 +99,7 @@ import VolumeService
         let created = try #require(await volume(harness, "pgdata"))
         #expect(created.sizeGigabytes == 20 && created.filesystemType == "xfs" && created.filesystemLabel == "pg")
         #expect(created.description == "db" && created.region.slug == "nyc1")
-        #expect(created.tags == ["db", "prod", "do-storage", "do-storage-name:pgdata"])
+        #expect(created.tags == ["db", "prod", "do-storage", "do-storage-name:pgdata", "do-storage-data"])
         // Status without a DigitalOcean call.
         harness.api.calls.reset()
         let status = try await node.service.get(name: "pgdata").status
@@ -108,6 +108,7 @@ import VolumeService
             "do_id": created.id, "do_name": "pgdata", "region": "nyc1", "size_gib": "20", "fstype": "xfs",
             "attached_to": "", "device": "", "mounts": "0", "created_by_plugin": "true", "last_error": "",
             "snapshots": "", "last_snapshot": "", "snapshot_every": "", "snapshot_keep": "",
+            "container_sees": "data directory (data/ of the filesystem, owner:group mode -:- -)",
         ])
     }
 
@@ -122,8 +123,9 @@ import VolumeService
         #expect(await volume(harness, "a")?.filesystemType == "xfs")
         let a = try await node.service.mount(name: "a", id: "c1")
         let b = try await node.service.mount(name: "b", id: "c2")
-        #expect(node.filesystem.mountOptions[a] == [.nodiratime])
-        #expect(node.filesystem.mountOptions[b] == [.ro, .nosuid])
+        #expect(a == node.configuration.mountRoot + "/a/data" && b == node.configuration.mountRoot + "/b/data")
+        #expect(node.filesystem.mountOptions[node.configuration.mountRoot + "/a"] == [.nodiratime])
+        #expect(node.filesystem.mountOptions[node.configuration.mountRoot + "/b"] == [.ro, .nosuid])
         let status = try await node.service.get(name: "b").status
         #expect(status["attached_to"] == "1" && status["mounts"] == "1" && status["device"]?.isEmpty == false)
         try await node.service.unmount(name: "b", id: "c2")
@@ -200,7 +202,7 @@ import VolumeService
         try await node.service.create(name: long, options: [:])
         try await node.service.create(name: "a..b", options: [:])
         let mountpoint = try await node.service.mount(name: "a..b", id: "c1")
-        #expect(mountpoint == node.configuration.mountRoot + "/a..b")
+        #expect(mountpoint == node.configuration.mountRoot + "/a..b/data")
         #expect(try await node.service.get(name: long).status["do_name"] == VolumeNames.hashedName(for: long))
     }
 

@@ -7,7 +7,7 @@ import VolumeService
 
 /// Retention as restic's and borg's `--keep-*`, and schedules: stored on the volume, run where it is mounted,
 /// frozen, deleting only what they made, never holding up an Unmount.
-@Suite(.timeLimit(.minutes(2))) struct ScheduleTests {
+@Suite(.timeLimit(.minutes(5))) struct ScheduleTests {
     static let start = Date(timeIntervalSince1970: 1_795_000_000)  // 2026-11-18T...Z
 
     /// Every 6 hours for 60 days, newest last.
@@ -138,7 +138,7 @@ import VolumeService
 
 /// DigitalOcean keeps at most 25 snapshots per volume: a schedule at the cap makes room first, and one that cannot
 /// says so in Status and does not freeze the filesystem for nothing.
-@Suite(.timeLimit(.minutes(2))) struct ScheduleAtTheCapTests {
+@Suite(.timeLimit(.minutes(5))) struct ScheduleAtTheCapTests {
     func mounted(keep: String) async throws -> (ServiceHarness, ServiceHarness.Node, MovableWallClock, Volume) {
         let clock = MovableWallClock()
         let harness = try ServiceHarness(clock: clock)

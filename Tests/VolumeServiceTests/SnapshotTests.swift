@@ -9,7 +9,7 @@ import VolumeService
 /// Volumes made from snapshots: `from_snapshot` (by id or name, grown to a larger size, refused smaller, in the
 /// region only, ambiguous names listed) and `clone_of` (frozen when the source is mounted here, crash-consistent
 /// otherwise, always thawed).
-@Suite(.timeLimit(.minutes(2))) struct SnapshotTests {
+@Suite(.timeLimit(.minutes(5))) struct SnapshotTests {
     func snapshot(_ harness: ServiceHarness, of volume: String, named name: String) async throws -> Snapshot {
         let id = try #require(await harness.world.listVolumes(name: volume, region: nil).first).id
         return try await harness.api.createSnapshot(volumeID: id, name: name, tags: [])
@@ -175,7 +175,7 @@ final class HangingSnapshotAPI: ForwardingAPI {
 }
 
 /// DigitalOcean's limits on snapshots, met through the plugin: each refusal says what it is and what to do.
-@Suite(.timeLimit(.minutes(2))) struct SnapshotLimitTests {
+@Suite(.timeLimit(.minutes(5))) struct SnapshotLimitTests {
     @Test func aSecondSnapshotWithinTenMinutesIsRefusedClearly() async throws {
         let time = TestTime()
         let harness = try ServiceHarness(testTime: time, snapshotInterval: .seconds(600))

@@ -347,8 +347,12 @@ public final class SimulatorServer: Sendable {
         var drop = false
 
         let fault = takeFault(method: method, path: path)
-        if request.headers[.authorization] != "Bearer \(world.options.token)" {
+        let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+        let scopes = bearer == world.options.token ? nil : bearer.flatMap { world.options.scopedTokens[$0] }
+        if bearer != world.options.token && scopes == nil {
             reply = .error(SimError(status: 401, id: "unauthorized", message: "Unable to authenticate you"))
+        } else if let scopes, Self.scopes(method: method, route: context.endpointPath ?? "").isDisjoint(with: scopes) {
+            reply = .error(SimError(status: 403, id: "forbidden", message: "You are not authorized to perform this operation."))
         } else {
             let now = world.options.wallClock()
             let verdict = limiter.withLockedValue { $0.admit(now: now) }
@@ -412,6 +416,39 @@ public final class SimulatorServer: Sendable {
         return Response(
             status: .init(code: reply.status), headers: fields,
             body: .init(byteBuffer: ByteBuffer(bytes: reply.body ?? Data())))
+    }
+
+    /// The scopes DigitalOcean accepts for each operation the simulator serves (any one of them will do), by method
+    /// and path with `{}` for each parameter; the OpenAPI document's per-operation security, its legacy
+    /// `api:read`/`api:write` left out.
+    public static let operationScopes: [String: Set<String>] = [
+        "GET /v2/volumes": ["block_storage:read"],
+        "POST /v2/volumes": ["block_storage:create"],
+        "DELETE /v2/volumes": ["block_storage:delete"],
+        "GET /v2/volumes/{}": ["block_storage:read"],
+        "DELETE /v2/volumes/{}": ["block_storage:delete"],
+        "POST /v2/volumes/actions": ["block_storage_action:create"],
+        "POST /v2/volumes/{}/actions": ["block_storage_action:create"],
+        "GET /v2/volumes/{}/actions/{}": ["block_storage_action:read"],
+        "GET /v2/actions/{}": ["actions:read"],
+        "GET /v2/droplets/{}": ["droplet:read"],
+        "POST /v2/volumes/{}/snapshots": ["block_storage_snapshot:create"],
+        "GET /v2/volumes/{}/snapshots": ["block_storage_snapshot:read"],
+        "GET /v2/snapshots": ["snapshot:read"],
+        "GET /v2/snapshots/{}": ["snapshot:read", "block_storage_snapshot:read"],
+        "DELETE /v2/snapshots/{}": ["image:delete", "snapshot:delete"],
+        "GET /v2/volumes/snapshots/{}": ["block_storage_snapshot:read"],
+        "DELETE /v2/volumes/snapshots/{}": ["block_storage_snapshot:delete"],
+        "POST /v2/tags": ["tag:create"],
+        "POST /v2/tags/{}/resources": ["tag:create"],
+        "DELETE /v2/tags/{}/resources": ["tag:delete"],
+        "DELETE /v2/tags/{}": ["tag:delete"],
+    ]
+
+    /// The scopes for a route as the router names it (`/v2/volumes/{id}` or `/v2/volumes/:id`).
+    static func scopes(method: String, route: String) -> Set<String> {
+        let path = route.split(separator: "/").map { $0.hasPrefix("{") || $0.hasPrefix(":") ? "{}" : String($0) }
+        return operationScopes["\(method) /" + path.joined(separator: "/")] ?? []
     }
 
     private func takeFault(method: String, path: String) -> FaultKind? {

@@ -48,14 +48,18 @@ public struct SimulatorOptions: Sendable {
     /// At most one snapshot of a volume in this time, by the account's wall clock. DigitalOcean: 10 minutes; tests
     /// that take several in a row lower it.
     public var snapshotInterval: Duration
+    /// Custom-scoped tokens, with their scopes: a call that needs none of a token's scopes gets 403, as
+    /// DigitalOcean answers. `token` has every scope.
+    public var scopedTokens: [String: Set<String>]
 
     /// - Parameter wallClock: the account's wall clock; `time`'s when nil.
     public init(
         token: String, actionLatency: Duration = .milliseconds(500), deviceDelay: Duration = .zero,
         requestsPerMinute: Int = 250, requestsPerHour: Int = 5000, volumesPerDroplet: Int = 15,
-        snapshotLatency: Duration = .zero, snapshotInterval: Duration = .seconds(600), time: TimeSource = .system,
-        wallClock: (@Sendable () -> Date)? = nil
+        snapshotLatency: Duration = .zero, snapshotInterval: Duration = .seconds(600),
+        scopedTokens: [String: Set<String>] = [:], time: TimeSource = .system, wallClock: (@Sendable () -> Date)? = nil
     ) {
+        self.scopedTokens = scopedTokens
         self.snapshotInterval = snapshotInterval
         self.time = time
         self.wallClock = wallClock ?? time.wallClock

@@ -18,6 +18,7 @@ public final class FakeFilesystem: HostFilesystem {
         var filesystemBytes: [String: UInt64] = [:]
         var frozen: Set<String> = []
         var freezes: [String] = []
+        var directories: [String: DataDirectory] = [:]
     }
     private let state = NIOLockedValueBox(State())
 
@@ -49,6 +50,22 @@ public final class FakeFilesystem: HostFilesystem {
         try state.withLockedValue { state in
             guard state.frozen.remove(mountpoint) != nil else { throw FakeError(message: "\(mountpoint) is not frozen") }
             state.freezes.append("thaw \(mountpoint)")
+        }
+    }
+
+    /// The directories made in mounted filesystems, with the owner and mode last given to each.
+    public var directories: [String: DataDirectory] { state.withLockedValue { $0.directories } }
+
+    public func prepareDirectory(_ path: String, uid: UInt32?, gid: UInt32?, mode: UInt32?) async throws {
+        try state.withLockedValue { state in
+            guard state.mounts.keys.contains(where: { path.hasPrefix($0 + "/") }) else {
+                throw FakeError(message: "\(path) is in no mounted filesystem")
+            }
+            var directory = state.directories[path] ?? DataDirectory(uid: 0, gid: 0, mode: DataDirectory.defaultMode)
+            directory.uid = uid ?? directory.uid
+            directory.gid = gid ?? directory.gid
+            directory.mode = mode ?? directory.mode
+            state.directories[path] = directory
         }
     }
 
