@@ -479,9 +479,11 @@ struct EngineTests {
             let inspect = try await one.must("volume", "inspect", "pgdata", "--format", "{{.Driver}}")
             #expect(inspect == lab.pluginName, "the compose declaration (name + driver) made the volume")
             _ = try await compose(one, "down")
-            let read = try await compose(two, "run", "--rm", "-T", "db", "cat", "/var/lib/postgresql/data/f")
-            #expect(read.status == 0, "\(read)")
-            #expect(read.output.trimmingCharacters(in: .whitespacesAndNewlines) == "from-compose")
+            // Read back through the exit status: docker-compose run -T does not always pass on a short-lived
+            // container's output (docker/compose#3267), seen once here as an empty read.
+            let read = try await compose(
+                two, "run", "--rm", "-T", "db", "sh", "-c", #"test "$(cat /var/lib/postgresql/data/f)" = from-compose"#)
+            #expect(read.status == 0, "the data written on droplet 1 is read on droplet 2: \(read)")
             _ = try await compose(two, "down")
             #expect(await lab.lab.attachments("pgdata").isEmpty)
         }
