@@ -150,9 +150,8 @@ public final class TestTime: Sendable {
     /// Advances the clock until `condition` holds, letting the code under test run between moves; fails after
     /// `virtualLimit` of clock time (what it waits for never came) or `realLimit` of real time (a hang). The clock
     /// moves only when the tasks sleeping on it have stayed the same for a moment of real time (nothing is on its way
-    /// to a new wait), every task it woke has run again and no `busy` work is under way (or, so that nothing can hang
-    /// it, 100 ms of real time went by without that changing), and then to the earliest end among them, by `step` at
-    /// most: work that runs outside the clock (files written, programs run) sees little clock time pass, also on a
+    /// to a new wait), every task it woke has run again and no `busy` work is under way, and then to the earliest end
+    /// among them, by `step` at most: work that runs outside the clock (files written, programs run) sees little clock time pass, also on a
     /// machine so busy that a woken task waits long for a thread. Use it where the outcome holds in every order of
     /// the moves: a test asserts the outcome, not the timing.
     public func advance(
@@ -161,7 +160,6 @@ public final class TestTime: Sendable {
     ) async throws {
         let realDeadline = ContinuousClock.now + realLimit
         let virtualDeadline = elapsed + virtualLimit
-        var unsettledSince: ContinuousClock.Instant?
         while try await !condition() {
             guard elapsed < virtualDeadline else {
                 throw TestTimeError("\(what) did not happen within \(virtualLimit) of test-clock time")
@@ -172,23 +170,14 @@ public final class TestTime: Sendable {
             let before = sleeperIDs
             await Self.letOthersRun()
             try await Task.sleep(for: .microseconds(500))
-            guard !before.isEmpty, sleeperIDs == before, settled(since: &unsettledSince), try await !condition() else { continue }
+            guard !before.isEmpty, sleeperIDs == before, settled, try await !condition() else { continue }
             let next = state.withLockedValue { state in state.sleepers.map(\.end).min() ?? state.elapsed }
             await advance(by: min(max(next - elapsed, .zero), step))
         }
     }
 
-    /// Whether every task the clock woke has run again and no busy work is under way, or that has not changed for
-    /// 100 ms of real time.
-    private func settled(since: inout ContinuousClock.Instant?) -> Bool {
-        if state.withLockedValue({ $0.waking <= 0 && $0.active <= 0 }) {
-            since = nil
-            return true
-        }
-        let now = ContinuousClock.now
-        if since == nil { since = now }
-        return now - since! > .milliseconds(100)
-    }
+    /// Whether every task the clock woke has run again and no busy work is under way.
+    private var settled: Bool { state.withLockedValue { $0.waking <= 0 && $0.active <= 0 } }
 
     /// The tasks sleeping now, by the ids of their sleeps.
     private var sleeperIDs: Set<UInt64> { state.withLockedValue { Set($0.sleepers.map(\.id)) } }
