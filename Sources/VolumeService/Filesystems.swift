@@ -57,7 +57,7 @@ extension VolumeService {
     func prepareDataDirectory(_ record: VolumeRecord, at mountpoint: String) async throws {
         guard let shown = record.dataDirectory else { return }
         let readOnly = (record.mountOptions ?? configuration.defaults.mountOptions).contains(.ro)
-        let path = mountpoint + "/" + DataDirectory.name
+        let path = record.shownPath(mountpoint)
         do {
             try await filesystem.prepareDirectory(
                 path, uid: readOnly ? nil : shown.uid, gid: readOnly ? nil : shown.gid, mode: readOnly ? nil : shown.mode)

@@ -37,11 +37,14 @@ extension VolumeService {
                 if let schedule = options.schedule, SnapshotSchedule(tags: existing.tags) != schedule {
                     existing.tags = try await setSchedule(schedule, on: existing, name: name)
                 }
-                if let shown = DataDirectory(tags: existing.tags), shown.overridden(by: options) != shown {
-                    // New owner or mode: applied at the volume's next Mount, on whichever droplet.
-                    existing.tags = try await retag(
-                        existing, name: name, what: "data directory's owner and mode",
-                        replacing: shown.overridden(by: options).tags, DataDirectory.isOwnTag)
+                if let shown = DataDirectory(tags: existing.tags) {
+                    let wanted = shown.overridden(by: options)
+                    if wanted != shown {
+                        // New owner or mode: applied at the volume's next Mount, on whichever droplet.
+                        existing.tags = try await retag(
+                            existing, name: name, what: "data directory's owner and mode", replacing: wanted.tags,
+                            DataDirectory.isOwnTag)
+                    }
                 }
                 try await addRecord(name: name, doName: doName, volume: existing, options: options)
                 logger.info("Volume registered", metadata: ["volume.name": "\(name)", "do.volume.id": "\(existing.id)"])
@@ -246,8 +249,7 @@ extension VolumeService {
         var request = VolumeCreateRequest(
             name: doName, sizeGigabytes: options.sizeGiB ?? defaults.sizeGiB, region: configuration.region,
             description: options.description, filesystemType: fstype.rawValue, filesystemLabel: options.label,
-            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)] + (options.schedule?.tags ?? [])
-                + DataDirectory().overridden(by: options).tags)
+            tags: options.tags + [VolumeNames.markerTag, VolumeNames.nameTag(for: name)] + (options.schedule?.tags ?? []))
         if let snapshot {
             guard snapshot.regions.contains(configuration.region) else {
                 throw VolumeError(
@@ -268,9 +270,10 @@ extension VolumeService {
             // The new volume shows what its origin showed: the data directory (with the owner and mode given now,
             // or the origin's), or its filesystem's root.
             try checkDataDirectoryOptions(options, origin: snapshot.tags, what: "from_snapshot=\(snapshot.name)")
-            let layout = DataDirectory(tags: snapshot.tags).map { $0.overridden(by: options).tags } ?? []
-            request.tags = (request.tags ?? []).filter { !DataDirectory.isOwnTag($0) } + layout
+            request.tags = (request.tags ?? []) + (DataDirectory(tags: snapshot.tags)?.overridden(by: options).tags ?? [])
                 + [VolumeNames.originTagPrefix + snapshot.id]
+        } else {
+            request.tags = (request.tags ?? []) + DataDirectory().overridden(by: options).tags
         }
         do {
             let volume = try await api.createVolume(request)
