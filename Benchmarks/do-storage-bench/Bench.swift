@@ -56,8 +56,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "A bare Go net/http handler (scripts/bare-go-handler.go, built): the load step measures it too.")
     var bareGoBinary: String?
 
-    @Option(help: .hidden)
-    var serveBare: String?
+    @Option(help: "A light Go load client (scripts/load-go-client.go, built): the load step sends its requests with it.")
+    var goClientBinary: String?
+
+    @Option(help: "Rounds of each row of the load step, alternating the servers: the spread is over them.")
+    var loadRounds = 3
 
     @Option(help: .hidden)
     var serveBareNio: String?
@@ -65,10 +68,6 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         if let serveBareNio {
             try await BareNIOServer.serve(socket: serveBareNio)
-            return
-        }
-        if let serveBare {
-            try await BareServer.serve(socket: serveBare)
             return
         }
         var simLogger = Logger(label: "do-sim")

@@ -4,12 +4,13 @@ import DigitalOcean
 import Dispatch
 import Foundation
 import Glibc
-import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Subprocess
 import Synchronization
+import SystemPackage
 import VolumePlugin
 
 /// Keep-alive HTTP/1.1 over a unix socket, as the engine talks to a plugin: one blocking connection per thread.
@@ -125,23 +126,6 @@ struct SocketLoad {
     }
 }
 
-/// A Hummingbird server that answers every POST with a fixed body: the floor any handler on this stack pays.
-enum BareServer {
-    static func serve(socket: String) async throws {
-        let router = Router()
-        let body = ByteBuffer(string: #"{"Err":""}"#)
-        router.post("/**") { _, _ in
-            Response(status: .ok, headers: [.contentType: VolumeDriverController.contentType], body: .init(byteBuffer: body))
-        }
-        unlink(socket)
-        var logger = Logger(label: "bare")
-        logger.logLevel = .error
-        let app = Application(
-            router: router, configuration: .init(address: .unixDomainSocket(path: socket), serverName: "bare"), logger: logger)
-        try await app.runService()
-    }
-}
-
 /// A bare handler in a process of its own, answering on a unix socket: the floor the load step compares with.
 struct BareHandler {
     let name: String
@@ -174,7 +158,7 @@ struct BareHandler {
 }
 
 extension Bench {
-    /// Get, List, Path and Capabilities against the plugin binary, next to a bare Hummingbird handler (and a bare Go
+    /// Get, List, Path and Capabilities against the plugin binary, next to a bare SwiftNIO handler (and a bare Go
     /// net/http one, given --bare-go-binary) on the same kind of socket, over 1 and 16 keep-alive connections.
     func measureLoad(_ binary: String, running: RunningSimulator, world: SimulatorWorld, root: String) async throws {
         for index in 0..<5 {
@@ -190,10 +174,8 @@ extension Bench {
             plugin.waitUntilExit()
         }
         var bares = [try await BareHandler.start(
-            "bare Hummingbird handler", executable: CommandLine.arguments[0], arguments: ["--serve-bare"], socket: root + "/bare.sock")]
+            "bare SwiftNIO handler", executable: CommandLine.arguments[0], arguments: ["--serve-bare-nio"], socket: root + "/bare-nio.sock")]
         defer { bares.forEach { $0.stop() } }
-        bares.append(try await BareHandler.start(
-            "bare SwiftNIO handler", executable: CommandLine.arguments[0], arguments: ["--serve-bare-nio"], socket: root + "/bare-nio.sock"))
         if let bareGoBinary {
             bares.append(try await BareHandler.start("bare Go net/http handler", executable: bareGoBinary, arguments: [], socket: root + "/bare-go.sock"))
         }
@@ -207,12 +189,14 @@ extension Bench {
             ("VolumeDriver.Get", #"{"Name":"load-1"}"#), ("VolumeDriver.List", "{}"),
             ("VolumeDriver.Path", #"{"Name":"load-2"}"#), ("VolumeDriver.Capabilities", "{}"),
         ]
-        print("load over the unix socket, keep-alive HTTP/1.1, \(loadRequests) requests per row (requests/s, p50 and p99 in ms):")
-        print("method         conns   do_storage" + bares.map { "                  \($0.name): figures, ratio" }.joined())
+        let client = goClientBinary.map { "the light Go client (\($0))" } ?? "the bench's own Dispatch-thread client"
+        print("load over the unix socket, keep-alive HTTP/1.1, \(loadRequests) requests per row, \(loadRounds) rounds alternating the servers, sent by \(client)")
+        print("(requests/s and p99 in ms: the median round; ratio: do_storage's rate over the handler's, lowest–highest of the rounds):")
+        print("method         conns   do_storage" + bares.map { "                  \($0.name)" }.joined())
         var summary: [String] = []
         for connections in [1, 16] {
-            var floors: [(rate: Double, p50: Double, p99: Double)] = []
             var lowest = Double.infinity
+            var highest = 0.0
             var worseP99: [String] = []
             for (method, body) in methods {
                 let request = SocketLoad.request(method, body: body)
@@ -221,30 +205,58 @@ extension Bench {
                 guard let parsed, (parsed["Err"] as? String ?? "").isEmpty else {
                     throw ValidationError("\(method) answers an error: \(answer)")
                 }
-                let ours = try await Self.figures(SocketLoad(socket: socket).run(request, requests: loadRequests, connections: connections))
-                if floors.isEmpty {
-                    for bare in bares {
-                        floors.append(try await Self.figures(
-                            SocketLoad(socket: bare.socket).run(request, requests: loadRequests, connections: connections)))
+                var ours: [Figures] = []
+                var floors = [[Figures]](repeating: [], count: bares.count)
+                for _ in 0..<loadRounds {
+                    ours.append(try await load(socket, request, connections: connections))
+                    for (index, bare) in bares.enumerated() {
+                        floors[index].append(try await load(bare.socket, request, connections: connections))
                     }
                 }
+                let median = Self.median(ours)
                 let name = String(method.split(separator: ".").last!).padding(toLength: 14, withPad: " ", startingAt: 0)
-                print(name + String(format: " %5d   %7.0f/s p50 %.3f p99 %.3f", connections, ours.rate, ours.p50, ours.p99)
-                    + floors.map { String(format: "   %7.0f/s p50 %.3f p99 %.3f %.2f×", $0.rate, $0.p50, $0.p99, ours.rate / $0.rate) }.joined())
-                // The floor of record: the Go handler where there is one, else Hummingbird's.
-                let floor = floors.last!
-                lowest = min(lowest, ours.rate / floor.rate)
-                if ours.p99 > floor.p99 { worseP99.append(name.trimmingCharacters(in: .whitespaces)) }
+                print(name + String(format: " %5d   %7.0f/s p99 %.3f", connections, median.rate, median.p99)
+                    + floors.map { floor in
+                        let ratios = zip(ours, floor).map { $0.rate / $1.rate }
+                        return String(format: "   %7.0f/s p99 %.3f %.2f–%.2f×", Self.median(floor).rate, Self.median(floor).p99,
+                            ratios.min()!, ratios.max()!)
+                    }.joined())
+                // The floor of record: the Go handler where there is one, else SwiftNIO's.
+                let ratios = zip(ours, floors.last!).map { $0.rate / $1.rate }
+                lowest = min(lowest, ratios.min()!)
+                highest = max(highest, ratios.max()!)
+                if median.p99 > Self.median(floors.last!).p99 { worseP99.append(name.trimmingCharacters(in: .whitespaces)) }
             }
             summary.append(
-                String(format: "%d connection%@: at least %.2f× the %@'s rate", connections, connections == 1 ? "" : "s", lowest, bares.last!.name)
+                String(format: "%d connection%@: %.2f–%.2f× the %@'s rate", connections, connections == 1 ? "" : "s", lowest, highest, bares.last!.name)
                     + (worseP99.isEmpty ? ", p99 no worse than its" : ", p99 above its for \(worseP99.joined(separator: ", "))"))
         }
-        print("  " + summary.joined(separator: "; ") + " (target: ≥ 0.7× a bare Go net/http handler, p99 at 16 no worse)")
+        print("  " + summary.joined(separator: "; ") + " (target: ≥ 0.7× a bare Go net/http handler)")
         if bareGoBinary == nil {
             print("  (no bare Go net/http handler measured: install golang-go, and scripts/bench builds one)")
         }
     }
+
+    typealias Figures = (rate: Double, p50: Double, p99: Double)
+
+    /// One row's round: `request` sent over `connections` connections to `socket`, by the Go client when there is one.
+    func load(_ socket: String, _ request: [UInt8], connections: Int) async throws -> Figures {
+        guard let goClientBinary else {
+            return Self.figures(try await SocketLoad(socket: socket).run(request, requests: loadRequests, connections: connections))
+        }
+        let result = try await Subprocess.run(
+            .path(FilePath(goClientBinary)),
+            arguments: [socket, String(connections), String(loadRequests), String(decoding: request, as: UTF8.self)],
+            output: .string(limit: 4096), error: .string(limit: 4096))
+        let fields = result.standardOutput.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        guard result.terminationStatus.isSuccess, fields.count == 3 else {
+            throw ValidationError("the Go load client failed on \(socket): \(result.standardError)")
+        }
+        return (fields[0], fields[1], fields[2])
+    }
+
+    /// The round with the median rate.
+    static func median(_ rounds: [Figures]) -> Figures { rounds.sorted { $0.rate < $1.rate }[rounds.count / 2] }
 
     static func figures(_ run: (latencies: [Double], seconds: Double)) -> (rate: Double, p50: Double, p99: Double) {
         let sorted = run.latencies.sorted()
@@ -254,7 +266,7 @@ extension Bench {
 }
 
 /// A SwiftNIO HTTP/1.1 server that answers every request with a fixed body from its channel handler, without Swift
-/// Concurrency: the floor of the event loop and NIO's HTTP coding under Hummingbird.
+/// Concurrency: the floor of the event loop and NIO's HTTP coding, which the plugin's server is built on.
 enum BareNIOServer {
     final class Handler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
