@@ -83,15 +83,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
-        // Docker's VolumeDriver wire format and routes.
+        // Docker's VolumeDriver wire format and routes, and the server that serves them (SwiftNIO's HTTP/1).
         .target(
             name: "VolumePlugin",
             dependencies: ["Timekeeping",
                 "VolumeService",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
@@ -99,9 +100,8 @@ let package = Package(
         .target(
             name: "PluginApp",
             dependencies: ["Timekeeping",
-                "VolumePlugin", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices",
+                "VolumePlugin", "VolumeService", "DigitalOcean", "CurlTransport", "HostDevices", "TypedErrors",
                 .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -115,8 +115,7 @@ let package = Package(
         .target(
             name: "StorageCLI",
             dependencies: [
-                "VolumePlugin", "VolumeService",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                "Timekeeping", "VolumePlugin", "VolumeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -175,6 +174,7 @@ let package = Package(
             dependencies: ["Timekeeping", "TestClocks",
                 "DOSimulator", "VolumeService", "VolumePlugin", "DigitalOcean",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/Support/TestSupport",
@@ -196,8 +196,9 @@ let package = Package(
             name: "VolumePluginTests",
             dependencies: ["Timekeeping",
                 "VolumePlugin", "VolumeService", "TestSupport",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(
             name: "DOSimulatorTests",
@@ -212,7 +213,12 @@ let package = Package(
             dependencies: ["HostDevices", "VolumeService", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "PluginAppTests",
-            dependencies: ["Timekeeping", "PluginApp", "VolumePlugin", "DigitalOcean", "HostDevices", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "Timekeeping", "TestClocks", "TestSupport", "PluginApp", "VolumePlugin", "VolumeService", "DigitalOcean",
+                "HostDevices",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         // The randomized model test: operation sequences over three droplets, kills and faults, checked after every step.
         .testTarget(
             name: "ModelTests",

@@ -1,10 +1,11 @@
 import CCurl
 import DigitalOcean
+import FoundationEssentials
+import Glibc
 import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOPosix
-import FoundationEssentials
-import Glibc
+import Timekeeping
 
 /// The production `HTTPTransport`: libcurl easy handles, run on a dedicated `NIOThreadPool` so the blocking
 /// `curl_easy_perform` never occupies Swift's cooperative pool.

@@ -101,28 +101,40 @@ public struct DOError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    /// DigitalOcean answers 422 "This volume is already attached ..." to a repeated attach.
-    public var isAlreadyAttached: Bool {
-        status == 422 && message.lowercased().contains("already attached")
+    /// Which of the refusals the plugin acts on a 422 (or a 404 "Attachment not found") is: DigitalOcean gives them
+    /// no id of their own, only their words.
+    public struct Reason: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case alreadyAttached, pendingEvent, attachmentNotFound, snapshotRateLimit, dropletVolumeLimit
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// "This volume is already attached ...": a repeated attach.
+        public static let alreadyAttached = Reason(.alreadyAttached)
+        /// "Droplet already has a pending event.": another action on the droplet is still running.
+        public static let pendingEvent = Reason(.pendingEvent)
+        /// "Attachment not found" (422 or 404): detaching a volume that is not attached there.
+        public static let attachmentNotFound = Reason(.attachmentNotFound)
+        /// A second snapshot of a volume within DigitalOcean's 10 minutes.
+        public static let snapshotRateLimit = Reason(.snapshotRateLimit)
+        /// "cannot attach more volumes to the Droplet".
+        public static let dropletVolumeLimit = Reason(.dropletVolumeLimit)
+
+        public var description: String { base.rawValue }
+
+        /// The words that tell each apart, lowercased, and the statuses they come with.
+        fileprivate static let phrases: [(String, Set<Int>, Reason)] = [
+            ("already attached", [422], .alreadyAttached), ("pending event", [422], .pendingEvent),
+            ("attachment not found", [422, 404], .attachmentNotFound), ("snapshot rate limit", [422], .snapshotRateLimit),
+            ("cannot attach more volumes", [422], .dropletVolumeLimit),
+        ]
     }
 
-    /// 422 "Droplet already has a pending event.": another action on the droplet is still running.
-    public var isPendingEvent: Bool {
-        status == 422 && message.lowercased().contains("pending event")
-    }
-
-    /// 422/404 "Attachment not found": detaching a volume that is not attached there.
-    public var isAttachmentNotFound: Bool {
-        (status == 422 || status == 404) && message.lowercased().contains("attachment not found")
-    }
-
-    /// 422: a second snapshot of a volume within DigitalOcean's 10 minutes.
-    public var isSnapshotRateLimit: Bool {
-        status == 422 && message.lowercased().contains("snapshot rate limit")
-    }
-
-    /// 422 "cannot attach more volumes to the Droplet".
-    public var isDropletVolumeLimit: Bool {
-        status == 422 && message.lowercased().contains("cannot attach more volumes")
+    /// Which refusal the plugin acts on this is, or nil.
+    public var reason: Reason? {
+        guard let status else { return nil }
+        let words = message.lowercased()
+        return Reason.phrases.first { words.contains($0.0) && $0.1.contains(status) }?.2
     }
 }

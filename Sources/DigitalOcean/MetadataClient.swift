@@ -77,9 +77,18 @@ public struct MetadataClient: Sendable {
 public typealias MetadataError = CodedError<MetadataErrorCode>
 
 /// What kind of `MetadataError` it is.
-public enum MetadataErrorCode: Sendable, Equatable {
+public struct MetadataErrorCode: Hashable, Sendable, CustomStringConvertible {
+    private enum Base: String, Hashable, Sendable {
+        case unreachable, invalidAnswer
+    }
+    private let base: Base
+    private init(_ base: Base) { self.base = base }
+
     /// No answer, or not HTTP 200, after every attempt: not on a droplet, or the service is down.
-    case unreachable
+    public static let unreachable = Self(.unreachable)
     /// An answer that is not a droplet id or a region.
-    case invalidAnswer
+    public static let invalidAnswer = Self(.invalidAnswer)
+
+    public var description: String { base.rawValue }
 }
+

@@ -1,13 +1,5 @@
 /// Small text helpers, so the plugin needs only FoundationEssentials (no CharacterSet).
 extension StringProtocol {
-    /// Without leading and trailing white space (spaces, tabs, line breaks including "\r\n").
-    public var trimmedWhitespace: String {
-        guard let first = firstIndex(where: { !$0.isWhitespace }), let last = lastIndex(where: { !$0.isWhitespace }) else {
-            return ""
-        }
-        return String(self[first...last])
-    }
-
     /// Percent-encoded for a URL query value: everything but RFC 3986's unreserved characters.
     public var percentEncodedQueryValue: String {
         var encoded = ""

@@ -4,19 +4,28 @@ import TypedErrors
 public typealias DeviceError = CodedError<DeviceErrorCode>
 
 /// What kind of `DeviceError` it is.
-public enum DeviceErrorCode: Sendable, Equatable {
+public struct DeviceErrorCode: Hashable, Sendable, CustomStringConvertible {
+    private enum Base: String, Hashable, Sendable {
+        case udev, mount, freeze, io, probe, program, unsupported
+    }
+    private let base: Base
+    private init(_ base: Base) { self.base = base }
+
     /// libudev could not be set up (monitor, netlink socket, wake-up pipe).
-    case udev
+    public static let udev = Self(.udev)
     /// mount(2) or umount2(2) failed.
-    case mount
+    public static let mount = Self(.mount)
     /// FIFREEZE or FITHAW failed.
-    case freeze
+    public static let freeze = Self(.freeze)
     /// A device or file could not be opened, sized or read.
-    case io
+    public static let io = Self(.io)
     /// libblkid could not probe the device, or found what the plugin must not touch.
-    case probe
+    public static let probe = Self(.probe)
     /// A filesystem tool could not run, or failed.
-    case program
+    public static let program = Self(.program)
     /// The operation does not apply (xfs grows only while mounted).
-    case unsupported
+    public static let unsupported = Self(.unsupported)
+
+    public var description: String { base.rawValue }
 }
+

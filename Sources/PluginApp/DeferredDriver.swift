@@ -1,57 +1,107 @@
 import Synchronization
 import VolumeService
 
-/// A `VolumeDriver` whose real driver is built in the background, so the socket answers at once (Docker waits only
-/// about 12 s for a managed plugin's socket) while the droplet's identity is read and the state reconciled.
+/// A `VolumeDriver` whose real driver is built after the socket answers (Docker waits only about 12 s for a managed
+/// plugin's socket), while the droplet's identity is read and the state reconciled.
 ///
-/// Every call waits for the build. When the build fails, calls answer its error and the next call tries again. Once
-/// built, a call goes straight to the driver, without a hop through this actor.
-public actor DeferredDriver: VolumeDriver {
-    public typealias Builder = @Sendable () async throws -> any VolumeDriver
+/// The first build runs as the plugin starts (`PluginApp`'s long-running work asks for the driver). A call that comes while
+/// a build is under way waits for it; a call that comes after a failed build builds again, in its own task, and the
+/// calls that come meanwhile wait for that build. Once built, a call goes straight to the driver, and `whenBuilt()`
+/// hands it to the plugin's long-running work.
+public final class DeferredDriver<Built: VolumeDriver>: VolumeDriver {
+    public typealias Builder = @Sendable () async throws -> Built
+
+    private enum State {
+        /// No build under way: none yet, or the last one failed with this error.
+        case idle((any Error)?)
+        case building([CheckedContinuation<Built, any Error>])
+        case built(Built)
+    }
+
+    private enum Step { case ready(Built), build, wait }
+
     private let build: Builder
-    private var task: Task<any VolumeDriver, any Error>
-    private let built = Mutex<(any VolumeDriver)?>(nil)
+    private let state = Mutex(State.idle(nil))
+    private let builtSignal = EventSignal()
 
     public init(build: @escaping Builder) {
         self.build = build
-        self.task = Task { try await build() }
     }
 
-    /// The built driver, waiting for it when needed.
-    public nonisolated func driver() async throws -> any VolumeDriver {
-        if let driver = built.withLock({ $0 }) { return driver }
-        return try await awaitBuild()
-    }
-
-    private func awaitBuild() async throws -> any VolumeDriver {
-        // Captured before the await: the actor re-enters there, and another failed call may already have started
-        // the next build.
-        let current = task
-        do {
-            let driver = try await current.value
-            built.withLock { $0 = driver }
-            return driver
-        } catch {
-            if current == task { task = Task { [build] in try await build() } }
-            throw error
+    /// The built driver: at once when there is one, else after the build under way or a new one.
+    public func driver() async throws -> Built {
+        let step = state.withLock { state -> Step in
+            switch state {
+            case .built(let driver): return .ready(driver)
+            case .building: return .wait
+            case .idle:
+                state = .building([])
+                return .build
+            }
+        }
+        switch step {
+        case .ready(let driver): return driver
+        case .build: return try await buildNow()
+        case .wait:
+            return try await withCheckedThrowingContinuation { continuation in
+                let outcome = state.withLock { state -> Result<Built, any Error>? in
+                    switch state {
+                    case .building(var waiters):
+                        waiters.append(continuation)
+                        state = .building(waiters)
+                        return nil
+                    case .built(let driver): return .success(driver)
+                    case .idle(let error): return .failure(error ?? CancellationError())
+                    }
+                }
+                if let outcome { continuation.resume(with: outcome) }
+            }
         }
     }
 
-    public nonisolated func create(name: String, options: [String: String]) async throws {
+    /// The driver once a build has succeeded; nil when the task is cancelled first.
+    public func whenBuilt() async -> Built? {
+        await builtSignal.wait(after: 0)
+        return state.withLock { state in
+            if case .built(let driver) = state { driver } else { nil }
+        }
+    }
+
+    private func buildNow() async throws -> Built {
+        let outcome: Result<Built, any Error>
+        do { outcome = .success(try await build()) } catch { outcome = .failure(error) }
+        let waiters = state.withLock { state -> [CheckedContinuation<Built, any Error>] in
+            guard case .building(let waiters) = state else { return [] }
+            switch outcome {
+            case .success(let driver): state = .built(driver)
+            case .failure(let error): state = .idle(error)
+            }
+            return waiters
+        }
+        if case .success = outcome { builtSignal.fire() }
+        for waiter in waiters { waiter.resume(with: outcome) }
+        return try outcome.get()
+    }
+
+    public func create(name: String, options: [String: String]) async throws {
         try await driver().create(name: name, options: options)
     }
-    public nonisolated func remove(name: String) async throws { try await driver().remove(name: name) }
-    public nonisolated func mount(name: String, id: String) async throws -> String { try await driver().mount(name: name, id: id) }
-    public nonisolated func unmount(name: String, id: String) async throws { try await driver().unmount(name: name, id: id) }
-    public nonisolated func path(name: String) async throws -> String { try await driver().path(name: name) }
-    public nonisolated func get(name: String) async throws -> VolumeInfo { try await driver().get(name: name) }
-    public nonisolated func list() async throws -> [VolumeInfo] { try await driver().list() }
-    public nonisolated var readyLookups: VolumeLookups? { built.withLock { $0 }?.readyLookups }
-    public nonisolated func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo {
+    public func remove(name: String) async throws { try await driver().remove(name: name) }
+    public func mount(name: String, id: String) async throws -> String { try await driver().mount(name: name, id: id) }
+    public func unmount(name: String, id: String) async throws { try await driver().unmount(name: name, id: id) }
+    public func path(name: String) async throws -> String { try await driver().path(name: name) }
+    public func get(name: String) async throws -> VolumeInfo { try await driver().get(name: name) }
+    public func list() async throws -> [VolumeInfo] { try await driver().list() }
+    public var readyLookups: VolumeLookups? {
+        state.withLock { state in
+            if case .built(let driver) = state { driver.readyLookups } else { nil }
+        }
+    }
+    public func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo {
         try await driver().createSnapshot(volume: volume, name: name)
     }
-    public nonisolated func listSnapshots(volume: String) async throws -> [SnapshotInfo] { try await driver().listSnapshots(volume: volume) }
-    public nonisolated func deleteSnapshot(volume: String, snapshot: String) async throws {
+    public func listSnapshots(volume: String) async throws -> [SnapshotInfo] { try await driver().listSnapshots(volume: volume) }
+    public func deleteSnapshot(volume: String, snapshot: String) async throws {
         try await driver().deleteSnapshot(volume: volume, snapshot: snapshot)
     }
 }

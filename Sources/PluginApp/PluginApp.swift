@@ -3,7 +3,6 @@ import DigitalOcean
 import FoundationEssentials
 import Glibc
 import HostDevices
-import Hummingbird
 import Logging
 import ServiceLifecycle
 import VolumePlugin
@@ -19,21 +18,44 @@ public enum PluginApp {
             + "<plugin> ACCESS_TOKEN=<token>, then docker plugin enable <plugin> (a token with read and write scope, "
             + "from https://cloud.digitalocean.com/account/api/tokens)")
 
-    /// The driver behind the socket: unconfigured without a token, else the real service built in the background.
+    /// The driver behind the socket: unconfigured without a token, else the real service, built as the plugin
+    /// starts.
     public static func makeDriver(settings: PluginSettings, logger: Logger) -> any VolumeDriver {
+        makeParts(settings: settings, logger: logger).driver
+    }
+
+    /// The driver behind the socket and the services that run beside the server: the service's long-running work
+    /// (releasing unused attachments and retrying failed releases, growing on device events, the heartbeat, the
+    /// snapshot schedules), which starts its build as the plugin starts, each ended by the graceful shutdown.
+    static func makeParts(
+        settings: PluginSettings, logger: Logger
+    ) -> (driver: any VolumeDriver, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
         guard let token = settings.accessToken else {
             logger.error("ACCESS_TOKEN is not set; every request will be answered with an error saying how to set it")
-            return UnconfiguredDriver(error: missingTokenError)
+            return (UnconfiguredDriver(error: missingTokenError), [])
         }
         let transport = CurlTransport()
-        return DeferredDriver {
-            let service = try await buildService(settings: settings, token: token, transport: transport, logger: logger)
-            Task { await service.releaseUnusedAttachments() }
-            Task { await service.growOnDeviceEvents() }
-            Task { await service.keepHeartbeat() }
-            Task { await service.runSnapshotSchedules() }
-            return service
+        let driver = DeferredDriver {
+            try await buildService(settings: settings, token: token, transport: transport, logger: logger)
         }
+        return (driver, services(for: driver))
+    }
+
+    /// The service's long-running work, by name: each runs until the plugin stops.
+    public static let longRunningWork: [(name: String, run: @Sendable (VolumeService) async -> Void)] = [
+        ("release unused attachments", { await $0.releaseUnusedAttachments() }),
+        ("retry releases", { await $0.retryReleases() }),
+        ("grow on device events", { await $0.growOnDeviceEvents() }),
+        ("heartbeat", { await $0.keepHeartbeat() }),
+        ("snapshot schedules", { await $0.runSnapshotSchedules() }),
+    ]
+
+    /// The services beside the server: each of `work`, which also starts `driver`'s build.
+    public static func services(
+        for driver: DeferredDriver<VolumeService>,
+        work: [(name: String, run: @Sendable (VolumeService) async -> Void)] = longRunningWork
+    ) -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        work.map { .init(service: ServiceWork(driver: driver, work: $0.run), serviceName: $0.name) }
     }
 
     static func buildService(
@@ -61,28 +83,32 @@ public enum PluginApp {
         return service
     }
 
-    /// Serves the VolumeDriver protocol on the settings' unix socket until SIGTERM or SIGINT.
+    /// Serves the VolumeDriver protocol on the settings' unix socket until SIGTERM or SIGINT: the server and the
+    /// service's long-running work, one `ServiceGroup`.
     public static func run(settings: PluginSettings, logger: Logger) async throws {
-        let driver = makeDriver(settings: settings, logger: logger)
+        let (driver, services) = makeParts(settings: settings, logger: logger)
         // What the plugin creates is its own: the socket (it serves Remove and snapshot delete), the state directory
         // and file, the mount points.
         umask(0o077)
-        let app = try await makeApplication(driver: driver, socketPath: settings.socketPath, logger: logger)
+        let server = try await makeServer(driver: driver, socketPath: settings.socketPath, logger: logger)
         logger.info(
             "do_storage starting",
             metadata: [
                 "socket.path": "\(settings.socketPath)", "do.api.url": "\(settings.apiURL)",
                 "mount.root": "\(settings.mountRoot)", "takeover": "\(settings.takeover.rawValue)",
             ])
-        try await app.runService()
+        // A graceful shutdown ends the services in reverse order: the long-running work first, the server last.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server, serviceName: "socket server")] + services,
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 
-    /// The HTTP application on the unix socket, which is mode 0600 once it listens. A socket file that no process
-    /// answers on is replaced (left by a killed plugin, or held by a child of one that never serves it); one that a
-    /// live plugin answers on is not (a second instance would take Docker's requests from it).
-    public static func makeApplication(
-        driver: any VolumeDriver, socketPath: String, logger: Logger
-    ) async throws -> some ApplicationProtocol {
+    /// The server on the unix socket, which is mode 0600 once it listens. A socket file that no process answers on
+    /// is replaced (left by a killed plugin, or held by a child of one that never serves it); one that a live plugin
+    /// answers on is not (a second instance would take Docker's requests from it).
+    public static func makeServer(driver: any VolumeDriver, socketPath: String, logger: Logger) async throws -> PluginServer {
         let controller = VolumeDriverController(driver: driver, logger: logger)
         let directory = socketPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if !directory.isEmpty {
@@ -92,14 +118,30 @@ public enum PluginApp {
             throw SocketInUse(path: socketPath)
         }
         unlink(socketPath)
-        return Application(
-            router: Router(), server: controller.server, configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "do_storage"),
-            onServerRunning: { _ in
-                Descriptors.closeOnExec()
-                chmod(socketPath, 0o600)
-                logger.info("Listening", metadata: ["socket.path": "\(socketPath)"])
-            },
-            logger: logger)
+        return PluginServer(controller: controller, address: .unixSocket(socketPath)) { _ in
+            Descriptors.closeOnExec()
+            chmod(socketPath, 0o600)
+            logger.info("Listening", metadata: ["socket.path": "\(socketPath)"])
+        }
+    }
+}
+
+/// Long-running work of the service, a service of the plugin's group: starts the service's build as the plugin
+/// starts (the first to ask builds it, the others wait), then runs until the graceful shutdown cancels it. After a
+/// failed build it waits for the build a later request makes.
+struct ServiceWork: Service {
+    let driver: DeferredDriver<VolumeService>
+    let work: @Sendable (VolumeService) async -> Void
+
+    func run() async {
+        await cancelWhenGracefulShutdown { [driver, work] in
+            _ = try? await driver.driver()
+            guard let service = await driver.whenBuilt() else { return }
+            await work(service)
+        }
+        // Work that ends early (nothing left to release) stays in the group until the shutdown: the group ends its
+        // services in its own order, and takes one that ends meanwhile for a failure.
+        try? await gracefulShutdown()
     }
 }
 

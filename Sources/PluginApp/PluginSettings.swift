@@ -1,8 +1,10 @@
-import FoundationEssentials
-import Glibc
 import Configuration
 import DigitalOcean
+import FoundationEssentials
+import Glibc
 import Logging
+import Timekeeping
+import TypedErrors
 import VolumeService
 
 /// Every setting of the plugin, read from the environment (a managed plugin's `docker plugin set` values).
@@ -198,16 +200,11 @@ public struct PluginSettings: Sendable, Equatable {
     }
 }
 
-/// A setting with a value the plugin cannot use: which one, and what it must be.
-public struct SettingsError: Error, CustomStringConvertible, Sendable {
-    /// The environment variable, e.g. `LEASE_TTL`.
-    public var setting: String
-    public var message: String
+/// A setting with a value the plugin cannot use: its code is the environment variable (`LEASE_TTL`), its message
+/// says what the value must be.
+public typealias SettingsError = CodedError<String>
 
-    public init(_ setting: String, _ message: String) {
-        self.setting = setting
-        self.message = message
-    }
-
-    public var description: String { message }
+extension CodedError where Code == String {
+    /// The environment variable a `SettingsError` is about.
+    public var setting: String { code }
 }

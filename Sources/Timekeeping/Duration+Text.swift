@@ -15,10 +15,10 @@ extension Duration {
     /// Reads `30` (seconds), `30s`, `500ms`, `2m`, `1h` or `1d`. Nil when the text is none of these, or negative, or not
     /// finite. A value past `longestReadable` is read as it, so callers compare against their own limits.
     public init?(parsing text: String) {
-        let text = Self.trimmed(text)
+        let text = text.trimmedWhitespace
         let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("", 1)]
         for unit in units where text.hasSuffix(unit.suffix) {
-            let number = Self.trimmed(text.dropLast(unit.suffix.count))
+            let number = text.dropLast(unit.suffix.count).trimmedWhitespace
             if let value = Double(number), value >= 0, value.isFinite, let duration = Self.clamped(seconds: value * unit.scale) {
                 self = duration
                 return
@@ -26,11 +26,15 @@ extension Duration {
         }
         return nil
     }
+}
 
-    /// Without leading and trailing white space.
-    static func trimmed(_ text: some StringProtocol) -> Substring {
-        let start = text.firstIndex { !$0.isWhitespace } ?? text.endIndex
-        let end = text.lastIndex { !$0.isWhitespace }.map { text.index(after: $0) } ?? start
-        return Substring(text[start..<max(start, end)])
+/// Small text helpers, so the plugin needs only FoundationEssentials (no CharacterSet).
+extension StringProtocol {
+    /// Without leading and trailing white space (spaces, tabs, line breaks including "\r\n").
+    public var trimmedWhitespace: String {
+        guard let first = firstIndex(where: { !$0.isWhitespace }), let last = lastIndex(where: { !$0.isWhitespace }) else {
+            return ""
+        }
+        return String(self[first...last])
     }
 }

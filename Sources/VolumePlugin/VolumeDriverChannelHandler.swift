@@ -1,25 +1,19 @@
-import HTTPTypes
-import Hummingbird
-import HummingbirdCore
-import NIOHTTPTypes
 import NIOCore
+import NIOHTTP1
 
-/// Answers every request on a plugin connection from its channel pipeline, right after NIO's HTTP/1.1 decoding: the
-/// body is gathered there, the controller answers it (on the spot where it can: the fixed answers, and Get, List and
-/// Path from the driver's ready lookups; else in one task), and the answer is written back on the connection's
-/// event loop. Hummingbird's own request path (a task per connection reading an async sequence of parts, the
-/// router, a streamed body) cost four times the protocol's work; this path answers at the rate of the Go plugins
-/// (`scripts/bench`, the load step). Hummingbird still runs the server: the socket, the connections, graceful
-/// shutdown.
+/// Answers every request on a plugin connection from its channel pipeline, right after SwiftNIO's HTTP/1.1 decoding:
+/// the body is gathered there, the controller answers it (on the spot where it can: the fixed answers, and Get, List
+/// and Path from the driver's ready lookups; else in one task), and the answer is written back on the connection's
+/// event loop. `PluginServer` puts it in every connection's pipeline.
 ///
 /// Requests are answered one at a time and in order, as HTTP/1.1 requires of a client that pipelines (Docker does
 /// not): one that arrives while another is answered waits its turn, and the connection is not read meanwhile. A
 /// path that is no request of the protocol is answered 404. On a graceful shutdown a connection closes once the
 /// answer it is making is written.
 public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    public typealias InboundIn = HTTPRequestPart
-    public typealias OutboundIn = HTTPResponsePart
-    public typealias OutboundOut = HTTPResponsePart
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias OutboundIn = HTTPServerResponsePart
+    public typealias OutboundOut = HTTPServerResponsePart
 
     /// The largest body read (a VolumeDriver request is a few hundred bytes); the rest of a larger one is dropped
     /// as it arrives, and the request answered with an error.
@@ -29,7 +23,8 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
 
     /// A request read in full.
     struct Pending: Sendable {
-        var method: HTTPRequest.Method
+        var method: HTTPMethod
+        var version: HTTPVersion
         var path: String
         var body: ByteBuffer
         var tooLarge = false
@@ -54,10 +49,10 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            let path = head.path.map { $0.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0] } ?? ""
+            let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
             reading = Pending(
-                method: head.method, path: String(path), body: context.channel.allocator.buffer(capacity: 0),
-                close: head.headerFields[.connection]?.lowercased().contains("close") ?? false)
+                method: head.method, version: head.version, path: String(path),
+                body: context.channel.allocator.buffer(capacity: 0), close: !head.isKeepAlive)
         case .body(var part):
             guard var request = reading else { return }
             reading = nil  // the buffer is appended to in place, not copied
@@ -83,20 +78,20 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
             let request = waiting.removeFirst()
             // The last answer before a graceful shutdown closes the connection.
             let close = request.close || quiescing && waiting.isEmpty
-            switch request.method == .post ? controller.endpoints[request.path] : nil {
+            switch request.method == .POST ? controller.endpoints[request.path] : nil {
             case nil:
-                Self.write(Self.notFound(request), close: close, context: context)
+                Self.write(Self.notFound(request), to: request, close: close, context: context)
             case .fixed(let answer):
-                Self.write(answer, close: close, context: context)
+                Self.write(answer, to: request, close: close, context: context)
             case .route where request.tooLarge:
                 let refusal = VolumeDriverController.encode(
                     VolumeDriverController.ErrorResponse(
                         err: "malformed VolumeDriver request: a body of more than \(Self.bodyLimit) bytes"),
                     status: .internalServerError)
-                Self.write(refusal, close: close, context: context)
+                Self.write(refusal, to: request, close: close, context: context)
             case .route(let route, let immediate):
                 if let answer = immediate?(request.body) {
-                    Self.write(answer, close: close, context: context)
+                    Self.write(answer, to: request, close: close, context: context)
                     continue
                 }
                 answering = true
@@ -120,7 +115,9 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
             loop.execute {
                 let handler = handler.value
                 handler.answering = false
-                write(answer, close: request.close || handler.quiescing && handler.waiting.isEmpty, context: context.value)
+                write(
+                    answer, to: request, close: request.close || handler.quiescing && handler.waiting.isEmpty,
+                    context: context.value)
                 handler.answerNext(context: context.value)
                 if !handler.answering, handler.readPending {
                     handler.readPending = false
@@ -139,13 +136,18 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
     }
 
     /// A graceful shutdown (SIGTERM) asks every connection to close. One whose answer is still being made (a Mount,
-    /// say) stays open until it is written, so that Docker hears how the Mount ended; an idle one closes at once.
+    /// say), or whose request is still being read, stays open until that answer is written, so that Docker hears how
+    /// the Mount ended; an idle one closes at once.
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, answering {
-            quiescing = true
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
             return
         }
-        context.fireUserInboundEventTriggered(event)
+        if answering || reading != nil {
+            quiescing = true
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     public func read(context: ChannelHandlerContext) {
@@ -158,29 +160,25 @@ public final class VolumeDriverChannelHandler: ChannelDuplexHandler, RemovableCh
 
     static func notFound(_ request: Pending) -> VolumeDriverController.Answer {
         VolumeDriverController.encode(
-            VolumeDriverController.ErrorResponse(err: "no such request: \(request.method) \(request.path)"),
+            VolumeDriverController.ErrorResponse(err: "no such request: \(request.method.rawValue) \(request.path)"),
             status: .notFound)
     }
 
-    private static func write(_ answer: VolumeDriverController.Answer, close: Bool, context: ChannelHandlerContext) {
-        var fields: HTTPFields = [
-            .contentType: VolumeDriverController.contentType, .contentLength: String(answer.body.readableBytes),
-        ]
-        if close { fields[.connection] = "close" }
-        context.write(NIOAny(HTTPResponsePart.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
-        context.write(NIOAny(HTTPResponsePart.body(answer.body)), promise: nil)
-        let written = context.writeAndFlush(NIOAny(HTTPResponsePart.end(nil)))
+    private static func write(
+        _ answer: VolumeDriverController.Answer, to request: Pending, close: Bool, context: ChannelHandlerContext
+    ) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(3)
+        headers.add(name: "Content-Type", value: VolumeDriverController.contentType)
+        headers.add(name: "Content-Length", value: String(answer.body.readableBytes))
+        if close { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: request.version, status: answer.status, headers: headers)
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(answer.body))), promise: nil)
+        let written = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
         if close {
             let channel = context.channel
             written.whenComplete { _ in channel.close(promise: nil) }
         }
-    }
-}
-
-extension VolumeDriverController {
-    /// Hummingbird's HTTP/1.1 server with this controller's handler in each connection's pipeline: the server for
-    /// `Application(router:server:)`, whose router is then never asked.
-    public var server: HTTPServerBuilder {
-        .http1(configuration: .init(additionalChannelHandlers: [VolumeDriverChannelHandler(controller: self)]))
     }
 }

@@ -1,7 +1,7 @@
 import FoundationEssentials
 import Glibc
-import HTTPTypes
 import NIOCore
+import NIOHTTP1
 import Logging
 import VolumeService
 
@@ -15,7 +15,7 @@ public struct VolumeDriverController: Sendable {
 
     /// What a request is answered: an HTTP status and a JSON body.
     public struct Answer: Sendable {
-        public var status: HTTPResponse.Status
+        public var status: HTTPResponseStatus
         public var body: ByteBuffer
     }
 
@@ -46,22 +46,28 @@ public struct VolumeDriverController: Sendable {
             // Scope global: a volume is one DigitalOcean volume, the same from every droplet.
             ("/VolumeDriver.Capabilities", Endpoint.fixed(Self.answer(#"{"Capabilities":{"Scope":"global"}}"#))),
         ]
-        // Get, List and Path of the names the driver knows, answered without a task.
+        // Get, Path and List: answered on the spot from the driver's ready lookups where they can be, else asked.
         let getAnswers = GetAnswers()
-        let immediates = Dictionary(uniqueKeysWithValues: [
-            Self.immediate(.get, logger, driver) { (body: NameRequest, lookups) in
+        let lookups = [
+            Self.lookup(.get, logger, driver) { (body: NameRequest, lookups) in
                 lookups.volume(named: body.name).map {
                     Answer(status: .ok, body: getAnswers.answer($0, generation: lookups.generation))
                 }
+            } asked: { body in
+                Self.answer(LookupAnswers.get(try await driver.get(name: body.name)))
             },
-            Self.immediate(.path, logger, driver) { (body: NameRequest, lookups) in
+            Self.lookup(.path, logger, driver) { (body: NameRequest, lookups) in
                 lookups.volume(named: body.name).map { Self.answer(LookupAnswers.mountpoint($0.mountpoint)) }
+            } asked: { body in
+                Self.answer(LookupAnswers.mountpoint(try await driver.path(name: body.name)))
             },
-            Self.immediate(.list, logger, driver) { (_: NoRequest, lookups) in
+            Self.lookup(.list, logger, driver) { (_: NoRequest, lookups) in
                 Self.answer(LookupAnswers.list(lookups.volumes))
+            } asked: { _ in
+                Self.answer(LookupAnswers.list(try await driver.list()))
             },
-        ])
-        endpoints = Dictionary(uniqueKeysWithValues: fixed + [
+        ]
+        let routes = [
             Self.route(.create, logger) { (body: CreateRequest) in
                 try await driver.create(name: body.name, options: body.options ?? [:])
                 return Self.ok
@@ -76,15 +82,6 @@ public struct VolumeDriverController: Sendable {
             Self.route(.unmount, logger) { (body: MountRequest) in
                 try await driver.unmount(name: body.name, id: body.id)
                 return Self.ok
-            },
-            Self.route(.path, logger) { (body: NameRequest) in
-                Self.answer(LookupAnswers.mountpoint(try await driver.path(name: body.name)))
-            },
-            Self.route(.get, logger) { (body: NameRequest) in
-                Self.answer(LookupAnswers.get(try await driver.get(name: body.name)))
-            },
-            Self.route(.list, logger) { (_: NoRequest) in
-                Self.answer(LookupAnswers.list(try await driver.list()))
             },
             // The command line's requests (`do-storage snapshot …`, `do-storage restore …`). Not part of Docker's
             // protocol; the engine never sends them.
@@ -102,7 +99,8 @@ public struct VolumeDriverController: Sendable {
                 try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
                 return Self.ok
             },
-        ].map { ($0.0, Endpoint.route($0.1, immediate: immediates[$0.0])) })
+        ].map { ($0.0, Endpoint.route($0.1, immediate: nil)) }
+        endpoints = Dictionary(uniqueKeysWithValues: fixed + lookups + routes)
     }
 
     /// The answer to the request at `path` (`/VolumeDriver.Get`) with `body`, or nil if the path is no request of
@@ -158,20 +156,23 @@ public struct VolumeDriverController: Sendable {
         })
     }
 
-    /// A lookup's immediate answer: `answer` with the decoded body and the driver's ready lookups, logged as the
-    /// route would log it.
-    static func immediate<Body: DriverRequest>(
+    /// A lookup (Get, Path, List): answered on the spot by `ready` with the decoded body and the driver's ready
+    /// lookups, logged as the route would log it; where `ready` has no answer (the driver is still starting, or the
+    /// name is unknown), by `asked` in a task, as any other route.
+    static func lookup<Body: DriverRequest>(
         _ method: Method, _ logger: Logger, _ driver: any VolumeDriver,
-        _ answer: @escaping @Sendable (Body, VolumeLookups) -> Answer?
-    ) -> (String, Immediate) {
-        ("/" + method.rawValue, { bytes in
+        ready: @escaping @Sendable (Body, VolumeLookups) -> Answer?, asked: @escaping @Sendable (Body) async throws -> Answer
+    ) -> (String, Endpoint) {
+        let immediate: Immediate = { bytes in
             let started = ContinuousClock.now
             guard let lookups = driver.readyLookups, case .success(let body) = decode(Body.self, bytes),
-                let made = answer(body, lookups)
+                let made = ready(body, lookups)
             else { return nil }
             logSuccess(method, logger, name: body.volumeName, id: body.mountID, started: started)
             return made
-        })
+        }
+        let (path, route) = route(method, logger, asked)
+        return (path, .route(route, immediate: immediate))
     }
 
     // MARK: Requests
@@ -369,7 +370,7 @@ public struct VolumeDriverController: Sendable {
         return encoder
     }()
 
-    static func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Answer {
+    static func encode(_ value: some Encodable, status: HTTPResponseStatus = .ok) -> Answer {
         let data = (try? encoder.encode(value)) ?? Data("{\"Err\":\"cannot encode the response\"}".utf8)
         return Answer(status: status, body: ByteBuffer(bytes: data))
     }

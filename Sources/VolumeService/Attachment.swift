@@ -61,7 +61,7 @@ extension VolumeService {
                 action = try await postAction("detach", name: name, deadline: deadline) {
                     try await api.detach(volumeID: volumeID, dropletID: me, region: configuration.region)
                 }
-            } catch let error as DOError where error.isAttachmentNotFound {
+            } catch let error as DOError where error.reason == .attachmentNotFound {
                 logger.debug("Volume was not attached here", metadata: ["volume.name": "\(name)"])
                 return
             } catch let error as DOError {
@@ -189,7 +189,7 @@ extension VolumeService {
                 try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
             }
             try await waitForAction(action, volumeID: volume.id, watch: nil, present: false, deadline: deadline, what: "detach", name: name)
-        } catch let error as DOError where error.isAttachmentNotFound || error.code == .notFound {
+        } catch let error as DOError where error.reason == .attachmentNotFound || error.code == .notFound {
             // Released meanwhile, or the droplet is gone and its volumes with it.
         } catch let error as DOError {
             throw VolumeError(.cloud, "cannot detach volume \(name) from droplet \(other): \(error)")
@@ -208,7 +208,7 @@ extension VolumeService {
             action = try await postAction("attach", name: name, deadline: deadline) {
                 try await api.attach(volumeID: volume.id, dropletID: me, region: configuration.region)
             }
-        } catch let error as DOError where error.isAlreadyAttached {
+        } catch let error as DOError where error.reason == .alreadyAttached {
             // A retried attach whose first try went through, or a race: fine if it is attached here.
             let now = try await cloud("read volume \(name)") { try await api.volume(id: volume.id) }
             if now.dropletIDs.contains(me) { return true }
@@ -216,7 +216,7 @@ extension VolumeService {
                 .attachedElsewhere,
                 "volume \(name) was attached to droplet \(now.dropletIDs.first.map(String.init) ?? "?") meanwhile; "
                     + "try again once it is released there")
-        } catch let error as DOError where error.isDropletVolumeLimit {
+        } catch let error as DOError where error.reason == .dropletVolumeLimit {
             throw VolumeError(
                 .cloud,
                 "cannot attach volume \(name): this droplet already has the most volumes DigitalOcean allows (15); "
@@ -244,7 +244,7 @@ extension VolumeService {
         while true {
             do {
                 return try await post()
-            } catch let error as DOError where error.isPendingEvent {
+            } catch let error as DOError where error.reason == .pendingEvent {
                 if time.now().advanced(by: wait) > deadline {
                     throw VolumeError(
                         .actionFailed,

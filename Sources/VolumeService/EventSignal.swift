@@ -1,4 +1,3 @@
-import DigitalOcean
 import NIOConcurrencyHelpers
 import Timekeeping
 
@@ -17,6 +16,9 @@ public final class EventSignal: Sendable {
     public init() {}
 
     public var generation: UInt64 { state.withLockedValue { $0.generation } }
+
+    /// How many tasks wait for the next generation now.
+    public var waiterCount: Int { state.withLockedValue { $0.waiters.count } }
 
     /// Starts a new generation and wakes every waiter.
     public func fire() {

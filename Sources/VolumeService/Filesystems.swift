@@ -1,4 +1,3 @@
-import DigitalOcean
 import Logging
 
 /// The filesystem on a volume's device: probed before every mount, made when the volume is truly blank and its

@@ -339,6 +339,24 @@ extension VolumeService {
         }
         logger.notice("Volume deleted on DigitalOcean", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
     }
+
+    /// Grows a volume just made from a snapshot to the size its Create asked for (DigitalOcean makes it as large as
+    /// the snapshot); its filesystem grows at the first Mount.
+    func grow(_ volume: Volume, to size: Int, name: String) async throws -> Volume {
+        guard size > volume.sizeGigabytes else { return volume }
+        let deadline = limit(after: configuration.actionTimeout)
+        do {
+            let action = try await postAction("resize", name: name, deadline: deadline) {
+                try await api.resize(volumeID: volume.id, sizeGigabytes: size, region: configuration.region)
+            }
+            try await waitForAction(action, volumeID: volume.id, watch: nil, present: true, deadline: deadline, what: "resize", name: name)
+        } catch let error as DOError {
+            throw VolumeError(.cloud, "volume \(name) was made from its snapshot but could not be grown to \(size) GiB: \(error)")
+        }
+        var grown = volume
+        grown.sizeGigabytes = size
+        return grown
+    }
 }
 
 extension VolumeRecord {

@@ -1,4 +1,3 @@
-import DigitalOcean
 
 /// What to do with a volume that is attached to another droplet when a container here wants it.
 public enum Takeover: String, Sendable, Codable, CaseIterable {

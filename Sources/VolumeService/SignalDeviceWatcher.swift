@@ -1,4 +1,3 @@
-import DigitalOcean
 import Logging
 import Timekeeping
 

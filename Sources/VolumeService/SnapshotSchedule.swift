@@ -1,5 +1,6 @@
 import DigitalOcean
 import FoundationEssentials
+import Timekeeping
 
 /// Which scheduled snapshots to keep, as restic's and borg's `--keep-*` do: the newest `last` ones, and the newest
 /// snapshot in each of the last `hourly` hours, `daily` days, `weekly` ISO weeks and `monthly` months that have

@@ -173,20 +173,44 @@ extension VolumeService {
         }
         let started = time.now()
         let limit = configuration.freezeLimit
-        let request = Task { try await Deadline.$current.withValue(Deadline.bounding(started.advanced(by: limit))) { try await body() } }
-        // Whoever thaws first (the request ending, the timer, an Unmount) also ends the request.
-        let thawOnce = ThawOnce {
-            request.cancel()
-            await self.thaw(mountpoint, name: name)
-        }
+        let thawOnce = ThawOnce { await self.thaw(mountpoint, name: name) }
         activeFreezes[name] = thawOnce
         defer { activeFreezes[name] = nil }
-        let timer = Task {
-            try await self.time.sleep(limit)
-            await thawOnce.run()
+        // The request against the freeze limit and an Unmount: whoever ends first thaws, and a request still
+        // running then is cancelled.
+        enum Outcome: Sendable { case answered(Result<Snapshot, any Error>), thaw, stopped }
+        let time = self.time
+        let result = await withTaskGroup(of: Outcome.self) { group -> Result<Snapshot, any Error> in
+            group.addTask {
+                do {
+                    let bound = Deadline.bounding(started.advanced(by: limit))
+                    return .answered(.success(try await Deadline.$current.withValue(bound) { try await body() }))
+                } catch {
+                    return .answered(.failure(error))
+                }
+            }
+            group.addTask {
+                do { try await time.sleep(limit) } catch { return .stopped }
+                return .thaw
+            }
+            group.addTask {
+                await thawOnce.waitUntilThawed()
+                return Task.isCancelled ? .stopped : .thaw
+            }
+            while let outcome = await group.next() {
+                switch outcome {
+                case .answered(let result):
+                    group.cancelAll()
+                    return result
+                case .thaw:
+                    await thawOnce.run()
+                    group.cancelAll()
+                case .stopped:
+                    continue
+                }
+            }
+            return .failure(CancellationError())
         }
-        let result = await withTaskCancellationHandler { await request.result } onCancel: { request.cancel() }
-        timer.cancel()
         let inTime = await thawOnce.run()
         let frozenFor = started.duration(to: time.now())
         guard inTime else {
@@ -238,7 +262,7 @@ extension VolumeService {
             throw VolumeError(
                 .invalidOption,
                 "volume \(volume.name) already has a snapshot named \(name); choose another name")
-        } catch let error as DOError where error.isSnapshotRateLimit {
+        } catch let error as DOError where error.reason == .snapshotRateLimit {
             throw VolumeError(
                 .cloud,
                 "DigitalOcean takes at most one snapshot of a volume every 10 minutes, and volume \(volume.name) had one "
@@ -248,24 +272,6 @@ extension VolumeService {
         }
     }
 
-    /// Grows a volume just made from a snapshot to the size its Create asked for (DigitalOcean makes it as large as
-    /// the snapshot); its filesystem grows at the first Mount.
-    func grow(_ volume: Volume, to size: Int, name: String) async throws -> Volume {
-        guard size > volume.sizeGigabytes else { return volume }
-        let deadline = limit(after: configuration.actionTimeout)
-        do {
-            let action = try await postAction("resize", name: name, deadline: deadline) {
-                try await api.resize(volumeID: volume.id, sizeGigabytes: size, region: configuration.region)
-            }
-            try await waitForAction(action, volumeID: volume.id, watch: nil, present: true, deadline: deadline, what: "resize", name: name)
-        } catch let error as DOError {
-            throw VolumeError(.cloud, "volume \(name) was made from its snapshot but could not be grown to \(size) GiB: \(error)")
-        }
-        var grown = volume
-        grown.sizeGigabytes = size
-        return grown
-    }
-
     /// `20261123T093000Z`: UTC, sortable, valid in names.
     static func snapshotTime(_ date: Date) -> String {
         date.formatted(
@@ -273,10 +279,11 @@ extension VolumeService {
     }
 }
 
-/// Thaws once, from whichever of the request and the timer gets there first.
+/// Thaws once, from whichever of the request, the freeze limit and an Unmount gets there first.
 actor ThawOnce {
     private var done = false
     private let thaw: @Sendable () async -> Void
+    private let thawed = EventSignal()
 
     init(_ thaw: @escaping @Sendable () async -> Void) { self.thaw = thaw }
 
@@ -286,6 +293,10 @@ actor ThawOnce {
         guard !done else { return false }
         done = true
         await thaw()
+        thawed.fire()
         return true
     }
+
+    /// Returns once thawed, or when the task is cancelled.
+    nonisolated func waitUntilThawed() async { await thawed.wait(after: 0) }
 }

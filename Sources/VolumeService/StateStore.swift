@@ -228,9 +228,18 @@ public struct StateStore: Sendable {
 public typealias StateError = CodedError<StateErrorCode>
 
 /// What kind of `StateError` it is.
-public enum StateErrorCode: Sendable, Equatable {
+public struct StateErrorCode: Hashable, Sendable, CustomStringConvertible {
+    private enum Base: String, Hashable, Sendable {
+        case damaged, write
+    }
+    private let base: Base
+    private init(_ base: Base) { self.base = base }
+
     /// state.json is not what the plugin writes: it is left alone, and the plugin does not start.
-    case damaged
+    public static let damaged = Self(.damaged)
     /// The new state could not be written or put in place; the previous file is intact.
-    case write
+    public static let write = Self(.write)
+
+    public var description: String { base.rawValue }
 }
+

@@ -1,4 +1,5 @@
 import DigitalOcean
+import Timekeeping
 
 /// A filesystem do_storage mounts, and DigitalOcean formats a new volume with.
 public enum FilesystemType: String, Sendable, Codable, CaseIterable {

@@ -40,6 +40,9 @@ public actor VolumeService: VolumeDriver {
     /// Filesystems frozen for a snapshot now, by volume name: an Unmount thaws them at once.
     var activeFreezes: [String: ThawOnce] = [:]
     let dropletLock: AsyncKeyedLock
+    /// Releases to try again (`scheduleRelease`), taken by `retryReleases`.
+    var pendingReleases: [PendingRelease] = []
+    let releasesPending = EventSignal()
 
     public init(
         configuration: ServiceConfiguration, api: any VolumeAPI, devices: any DeviceWatching,
@@ -324,15 +327,39 @@ public actor VolumeService: VolumeDriver {
         }
     }
 
-    /// Retries releasing an unused volume: after 5 s, doubling to 60 s, 8 tries (about 6 minutes). Stops as soon as
-    /// the volume is in use here again or released. Runs outside any Mount's deadline.
-    /// - Parameter pending: an attach action still in progress: the release waits until it has finished (a detach
-    ///   before then finds nothing to detach, and the attach would complete after it).
+    /// A release to try again: an unused volume still attached here.
+    struct PendingRelease: Sendable {
+        var name: String
+        var volumeID: String
+        var doName: String
+        /// An attach action still in progress: the release waits until it has finished (a detach before then finds
+        /// nothing to detach, and the attach would complete after it).
+        var pending: Int?
+    }
+
+    /// Asks `retryReleases` to keep trying to release an unused volume: after 5 s, doubling to 60 s, 8 tries (about 6
+    /// minutes), stopping as soon as the volume is in use here again or released. Outside any Mount's deadline.
     func scheduleRelease(name: String, volumeID: String, doName: String, pending: Int? = nil) {
-        Task {
-            await Deadline.$current.withValue(nil) {
-                if let pending { await self.waitUntilFinished(actionID: pending, volumeID: volumeID) }
-                await self.retryRelease(name: name, volumeID: volumeID, doName: doName)
+        pendingReleases.append(PendingRelease(name: name, volumeID: volumeID, doName: doName, pending: pending))
+        releasesPending.fire()
+    }
+
+    /// Runs the releases `scheduleRelease` asks for, each on its own, until cancelled (the plugin stopping).
+    public func retryReleases() async {
+        await withDiscardingTaskGroup { group in
+            var seen = releasesPending.generation
+            while !Task.isCancelled {
+                for release in pendingReleases {
+                    group.addTask {
+                        if let pending = release.pending {
+                            await self.waitUntilFinished(actionID: pending, volumeID: release.volumeID)
+                        }
+                        await self.retryRelease(name: release.name, volumeID: release.volumeID, doName: release.doName)
+                    }
+                }
+                pendingReleases = []
+                await releasesPending.wait(after: seen)
+                seen = releasesPending.generation
             }
         }
     }

@@ -108,7 +108,7 @@ import Timekeeping
             let error = await #expect(throws: DOError.self) {
                 try await lab.client.detach(volumeID: created.id, dropletID: 1001, region: "nyc1")
             }
-            #expect(error?.isAttachmentNotFound == true)
+            #expect(error?.reason == .attachmentNotFound)
             #expect(lab.server.count(method: "POST") == 2, "a 422 is not retried")
         }
     }
@@ -319,7 +319,7 @@ import Timekeeping
             let error = await #expect(throws: DOError.self) {
                 try await lab.client.attach(volumeID: created.id, dropletID: 1001, region: "nyc1")
             }
-            #expect(error?.isAlreadyAttached == true)
+            #expect(error?.reason == .alreadyAttached)
         }
     }
 

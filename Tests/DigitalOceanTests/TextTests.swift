@@ -1,5 +1,6 @@
 import DigitalOcean
 import Testing
+import Timekeeping
 
 @Suite(.timeLimit(.minutes(5))) struct TextTests {
     @Test(arguments: [("  7\r\n", "7"), ("\tnyc1\n", "nyc1"), ("", ""), (" \r\n ", ""), ("a b", "a b")])

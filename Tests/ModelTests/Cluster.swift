@@ -194,8 +194,10 @@ final class Cluster: @unchecked Sendable {
         try await service.reconcileWithHost()
         let heartbeat = Task {
             async let release: Void = service.releaseUnusedAttachments()
+            async let retries: Void = service.retryReleases()
             await service.keepHeartbeat()
             await release
+            await retries
         }
         plugins.withLockedValue { $0[droplet] = Plugin(service: service, life: life, heartbeat: heartbeat) }
     }

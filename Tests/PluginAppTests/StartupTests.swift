@@ -97,8 +97,8 @@ import VolumeService
         let path = folder + "/plugin.sock"
         let held = try Self.bindSocket(path, listening: true)
         defer { close(held) }
-        let app = try await PluginApp.makeApplication(driver: driver, socketPath: path, logger: logger)
-        let running = Task { try await app.runService() }
+        let server = try await PluginApp.makeServer(driver: driver, socketPath: path, logger: logger)
+        let running = Task { try await server.run() }
         defer { running.cancel() }
         try await Self.waitUntilAnswering(path)
         // Made 0600 as the server reports it listens (the plugin's umask keeps it private before that).
@@ -113,14 +113,14 @@ import VolumeService
 
         // Now a live plugin answers there: a second instance does not start.
         let error = await #expect(throws: SocketInUse.self) {
-            _ = try await PluginApp.makeApplication(driver: driver, socketPath: path, logger: logger)
+            _ = try await PluginApp.makeServer(driver: driver, socketPath: path, logger: logger)
         }
         #expect(error?.description.contains("another do_storage already answers on \(path)") == true)
         #expect(await UnixSocket.answers(path, within: .seconds(5)), "the live plugin still serves")
 
         let stale = folder + "/stale.sock"
         _ = try Self.bindSocket(stale, listening: false)
-        _ = try await PluginApp.makeApplication(driver: driver, socketPath: stale, logger: logger)
+        _ = try await PluginApp.makeServer(driver: driver, socketPath: stale, logger: logger)
         #expect(stat(stale, &status) != 0, "a stale socket file is removed before the server binds")
     }
 }

@@ -1,6 +1,4 @@
 import Foundation
-import Hummingbird
-import HummingbirdTesting
 import Logging
 import NIOConcurrencyHelpers
 import Testing
@@ -8,8 +6,7 @@ import TestSupport
 import VolumePlugin
 import VolumeService
 
-/// The plugin's connections as HTTP/1.1 has them, over loopback TCP to a live server with the plugin's channel
-/// handler: pipelined requests answered in order (a slow Mount before an instant Get), the body limit, a path that is
+/// The plugin's connections as HTTP/1.1 has them, over loopback TCP to the plugin's server: pipelined requests answered in order (a slow Mount before an instant Get), the body limit, a path that is
 /// no request, and `Connection: close`.
 @Suite(.timeLimit(.minutes(5))) struct ConnectionTests {
     func withConnection(_ body: @escaping @Sendable (RawConnection, ServiceHarness.Node) async throws -> Void) async throws {
@@ -18,8 +15,8 @@ import VolumeService
         let node = try await harness.node(droplet: 1001)
         _ = try await node.service.create(name: "data", options: [:])
         let controller = VolumeDriverController(driver: node.service, logger: Logger(label: "test"))
-        try await Application(router: Router(), server: controller.server).test(.live) { client in
-            let connection = try RawConnection(port: try #require(client.port))
+        try await withLiveServer(controller) { port in
+            let connection = try RawConnection(port: port)
             defer { connection.close() }
             try await body(connection, node)
         }
@@ -109,13 +106,13 @@ extension ConnectionTests {
             }
             try await time.advance(until: "the Mount") { node.filesystem.mounted[node.configuration.mountRoot + "/data"] != nil }
         }
-        let connection = try await Application(router: Router(), server: controller.server).test(.live) { client in
-            let connection = try RawConnection(port: try #require(client.port))
+        let connection = try await withLiveServer(controller) { serverPort in
+            let connection = try RawConnection(port: serverPort)
             try await connection.blocking { try $0.send(ConnectionTests.request("VolumeDriver.Mount", #"{"Name":"data","ID":"a"}"#)) }
             try await waitUntil("the Mount's attach to start", within: .seconds(60)) {
                 await harness.world.actionLog.contains { $0.type == "attach" }
             }
-            port.withLockedValue { $0 = client.port }
+            port.withLockedValue { $0 = serverPort }
             return connection  // the test's end shuts the server down gracefully, the Mount still under way
         }
         defer { connection.close() }

@@ -1,5 +1,5 @@
 import Foundation
-import Hummingbird
+import NIOCore
 import Logging
 import Testing
 import TestSupport

@@ -1,6 +1,4 @@
 import Foundation
-import Hummingbird
-import HummingbirdTesting
 import Logging
 import Testing
 import TestSupport
@@ -9,26 +7,36 @@ import VolumeService
 
 /// Docker's VolumeDriver protocol as the engine uses it, against the real orchestration over simulated DigitalOcean.
 @Suite(.timeLimit(.minutes(5))) struct ProtocolTests {
-    /// A live server (loopback TCP, the plugin's own channel handler) serving a fresh harness with one droplet (1001) and one formatted volume ("data").
-    func withPlugin(_ body: @escaping @Sendable (any TestClientProtocol, ServiceHarness, ServiceHarness.Node) async throws -> Void) async throws {
+    /// The plugin's server (on loopback TCP) serving a fresh harness with one droplet (1001) and one formatted volume
+    /// ("data"), and a connection to it.
+    func withPlugin(_ body: @escaping @Sendable (RawConnection, ServiceHarness, ServiceHarness.Node) async throws -> Void) async throws {
         let harness = try ServiceHarness()
         try await harness.createVolume("data")
         let node = try await harness.node(droplet: 1001)
         let controller = VolumeDriverController(driver: node.service, logger: Logger(label: "test"))
-        let app = Application(router: Router(), server: controller.server)
-        try await app.test(.live) { client in try await body(client, harness, node) }
+        try await Self.withConnection(controller) { client in try await body(client, harness, node) }
     }
 
-    func call(_ client: any TestClientProtocol, _ method: String, _ body: String?) async throws -> (Int, [String: Any]) {
-        try await client.execute(
-            uri: "/\(method)", method: .post, body: body.map { ByteBuffer(string: $0) }
-        ) { response in
-            let bytes = Data(response.body.readableBytesView)
-            let object = try #require(
-                try JSONSerialization.jsonObject(with: bytes) as? [String: Any], "\(method) answered no JSON object")
-            #expect(response.headers[.contentType] == VolumeDriverController.contentType)
-            return (Int(response.status.code), object)
+    static func withConnection(
+        _ controller: VolumeDriverController, _ body: @escaping @Sendable (RawConnection) async throws -> Void
+    ) async throws {
+        try await withLiveServer(controller) { port in
+            let connection = try RawConnection(port: port)
+            defer { connection.close() }
+            try await body(connection)
         }
+    }
+
+    /// One request as the engine sends it (no Content-Type; no body at all where `body` is nil), and its answer.
+    func call(_ client: RawConnection, _ method: String, _ body: String?) async throws -> (Int, [String: Any]) {
+        let request = "POST /\(method) HTTP/1.1\r\nHost: plugin\r\nContent-Length: \(body?.utf8.count ?? 0)\r\n\r\n" + (body ?? "")
+        let answer = try await client.blocking { connection in
+            try connection.send(request)
+            return try connection.receiveAnswer()
+        }
+        let object = try answer.object()
+        #expect(answer.head.lowercased().contains("content-type: \(VolumeDriverController.contentType)"))
+        return (answer.status, object)
     }
 
     /// Each request after `docker volume create data`, and the keys its answer has: `Err` empty on success, set on
@@ -160,7 +168,7 @@ import VolumeService
     @Test func missingTokenAnswersEveryCallWithHowToSetIt() async throws {
         let driver = UnconfiguredDriver(error: VolumeError(.notConfigured, "set ACCESS_TOKEN with docker plugin set"))
         let controller = VolumeDriverController(driver: driver, logger: Logger(label: "test"))
-        try await Application(router: Router(), server: controller.server).test(.live) { client in
+        try await Self.withConnection(controller) { client in
             for method in ["VolumeDriver.Create", "VolumeDriver.Get", "VolumeDriver.List", "VolumeDriver.Mount"] {
                 let (status, object) = try await call(client, method, #"{"Name":"data","ID":"x"}"#)
                 #expect(status == 500)

@@ -1,6 +1,7 @@
 import DigitalOcean
 import Foundation
 import Subprocess
+import Timekeeping
 
 /// What happens on a simulated droplet when a volume is attached or detached.
 public protocol SimDeviceBackend: Sendable {

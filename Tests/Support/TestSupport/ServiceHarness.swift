@@ -43,7 +43,11 @@ public final class ServiceHarness: Sendable {
         api = InProcessAPI(world: world)
     }
 
+    /// Each node's retries of failed releases, as the plugin runs them beside its server: ended with the harness.
+    private let retries = NIOLockedValueBox<[Task<Void, Never>]>([])
+
     deinit {
+        retries.withLockedValue { $0.forEach { $0.cancel() } }
         try? FileManager.default.removeItem(atPath: root)
     }
 
@@ -76,6 +80,7 @@ public final class ServiceHarness: Sendable {
             },
             filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"), time: time,
             logger: Logger(label: "test"))
+        retries.withLockedValue { $0.append(Task { await service.retryReleases() }) }
         return Node(service: service, filesystem: filesystem, configuration: configuration)
     }
 
