@@ -352,6 +352,8 @@ struct Bench: AsyncParsableCommand {
             "ACCESS_TOKEN": "bench-token", "DO_API_URL": running.apiURL, "DO_METADATA_URL": running.metadataURL(droplet: 1),
             "SOCKET_PATH": socket, "STATE_DIR": state, "MOUNT_ROOT": mountRoot, "DEVICE_DIR": deviceDirectory,
             "LOG_LEVEL": logLevel,
+            // As the managed plugin's config.json sets it.
+            "GNUTLS_NO_IMPLICIT_INIT": "1",
         ]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
