@@ -47,7 +47,8 @@ public struct VolumeDriverController: Sendable {
             ("/VolumeDriver.Capabilities", Endpoint.fixed(Self.answer(#"{"Capabilities":{"Scope":"global"}}"#))),
         ]
         // Get, Path and List: answered on the spot from the driver's ready lookups where they can be, else asked.
-        let getAnswers = GetAnswers()
+        let getAnswers = KeptAnswers(LookupAnswers.get)
+        let pathAnswers = KeptAnswers { LookupAnswers.mountpoint($0.mountpoint) }
         let lookups = [
             Self.lookup(.get, logger, driver) { (body: NameRequest, lookups) in
                 lookups.volume(named: body.name).map {
@@ -57,7 +58,9 @@ public struct VolumeDriverController: Sendable {
                 Self.answer(LookupAnswers.get(try await driver.get(name: body.name)))
             },
             Self.lookup(.path, logger, driver) { (body: NameRequest, lookups) in
-                lookups.volume(named: body.name).map { Self.answer(LookupAnswers.mountpoint($0.mountpoint)) }
+                lookups.volume(named: body.name).map {
+                    Answer(status: .ok, body: pathAnswers.answer($0, generation: lookups.generation))
+                }
             } asked: { body in
                 Self.answer(LookupAnswers.mountpoint(try await driver.path(name: body.name)))
             },
@@ -183,6 +186,8 @@ public struct VolumeDriverController: Sendable {
         static var empty: Self { get }
         /// Whether the body is read at all (List's is not: the engine sends `{}` or nothing).
         static var readsBody: Bool { get }
+        /// The request read from the body the engine most often sends without JSONDecoder; nil to decode it.
+        static func plain(_ bytes: ByteBuffer) -> Self?
         var volumeName: String { get }
         var mountID: String? { get }
     }
@@ -263,6 +268,33 @@ public struct VolumeDriverController: Sendable {
         static let empty = NameRequest(name: "")
         var volumeName: String { name }
         enum CodingKeys: String, CodingKey { case name = "Name" }
+
+        /// `{"Name":"pgdata"}` exactly as the engine writes it (Go's encoding/json: no spaces, no escapes in a
+        /// volume name), read without JSONDecoder, which costs more than the rest of a Get or Path together; any
+        /// other body is nil here and goes to JSONDecoder.
+        static func plain(_ bytes: ByteBuffer) -> NameRequest? {
+            let prefix = #"{"Name":""#.utf8
+            return bytes.withUnsafeReadableBytes { raw -> NameRequest? in
+                // A longer name is no volume name (at most 239 bytes): JSONDecoder reads it, and the driver says why.
+                guard raw.count >= prefix.count + 2, raw.count <= prefix.count + 2 + 255, raw.starts(with: prefix),
+                    raw[raw.count - 2] == UInt8(ascii: "\""),
+                    raw[raw.count - 1] == UInt8(ascii: "}")
+                else { return nil }
+                let name = raw[prefix.count..<(raw.count - 2)]
+                guard name.allSatisfy(Self.isPlainNameByte) else { return nil }
+                return NameRequest(name: String(decoding: name, as: UTF8.self))
+            }
+        }
+
+        /// What a Docker volume name is made of: letters, digits, "_", "." and "-".
+        static func isPlainNameByte(_ byte: UInt8) -> Bool {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "-"):
+                true
+            default: false
+            }
+        }
         init(name: String) { self.name = name }
         init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -352,6 +384,7 @@ public struct VolumeDriverController: Sendable {
     /// each: a shared one takes a lock on every decode, which the event loops' threads then wait on each other for.
     static func decode<T: DriverRequest>(_ type: T.Type, _ bytes: ByteBuffer) -> Result<T, VolumeError> {
         guard T.readsBody else { return .success(T.empty) }
+        if let plain = T.plain(bytes) { return .success(plain) }
         do {
             let json = bytes.readableBytes == 0 ? Data("{}".utf8) : Data(bytes.readableBytesView)
             return .success(try JSONDecoder().decode(T.self, from: json))
@@ -386,5 +419,6 @@ public struct VolumeDriverController: Sendable {
 
 extension VolumeDriverController.DriverRequest {
     static var readsBody: Bool { true }
+    static func plain(_ bytes: ByteBuffer) -> Self? { nil }
     var mountID: String? { nil }
 }

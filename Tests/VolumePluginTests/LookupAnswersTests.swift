@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Testing
 import VolumeService
 
@@ -53,5 +54,21 @@ import VolumeService
         #expect(try Self.parse(LookupAnswers.list([]))["Volumes"] as? [Any] != nil)
         let path = try Self.parse(LookupAnswers.mountpoint(Self.awkward))
         #expect(path as? [String: String] == ["Err": "", "Mountpoint": Self.awkward])
+    }
+
+    /// The body the engine sends to Get and Path is read without JSONDecoder; every body read that way reads as
+    /// JSONDecoder reads it, and any other goes to JSONDecoder.
+    @Test(arguments: [
+        (#"{"Name":"pgdata"}"#, "pgdata"), (#"{"Name":"a.b_c-9"}"#, "a.b_c-9"), (#"{"Name":""}"#, ""),
+        (#"{"Name":"a\"b"}"#, nil), (#"{"Name":"a","ID":"b"}"#, nil), (#"{"Name":"x"} "#, nil), (#"{ "Name":"x"}"#, nil),
+        (#"{"Name":"é"}"#, nil), (#"{"Name":"x\u0041"}"#, nil), ("{}", nil), ("", nil),
+    ] as [(String, String?)])
+    func thePlainNameBodyReadsAsJSONDecoderReadsIt(body: String, plain: String?) throws {
+        let read = VolumeDriverController.NameRequest.plain(ByteBuffer(string: body))
+        #expect(read?.name == plain)
+        if let read {
+            let decoded = try JSONDecoder().decode(VolumeDriverController.NameRequest.self, from: Data(body.utf8))
+            #expect(decoded.name == read.name)
+        }
     }
 }
