@@ -7,12 +7,12 @@ import Timekeeping
 extension VolumeService {
     /// Makes the volume attached here with its device present. Returns the volume as it is now, the device node, and
     /// whether this call attached it (so a failed mount can release it again).
-    func bringHere(_ record: inout VolumeRecord) async throws -> (volume: Volume, device: String, attachedByUs: Bool) {
-        let name = record.name
+    func bringHere(_ name: String) async throws -> (volume: Volume, device: String, attachedByUs: Bool) {
+        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
         let me = configuration.dropletID
-        var volume = try await currentVolume(&record)
+        var volume = try await currentVolume(name)
         let watch = devices.watch(path: deviceLink(record.doName))
-        if volume.dropletIDs.contains(me), state.volumes[name]?.detachRequested != nil {
+        if volume.dropletIDs.contains(me), registry[name]?.detachRequested != nil {
             // A detach asked for before (by a plugin killed before it completed) may still be under way and would
             // take the disk from under this mount: it is seen through first, and the volume attached anew.
             logger.notice("A detach of the volume may still be under way; detaching before attaching again", metadata: ["volume.name": "\(name)"])
@@ -28,8 +28,7 @@ extension VolumeService {
             volume = try await takeFrom(droplet: other, volume: volume, name: name, mode: record.takeover ?? configuration.takeover)
         }
         // Written before the request: a plugin killed from here on finds it at its next start.
-        record.attachRequested = time.wallClock()
-        write(record)
+        registry.update(name) { $0.attachRequested = time.wallClock() }
         try await persist()
         let attached = try await dropletLock.withLock("actions") {
             try await attach(volume, watch: watch, name: name)
@@ -50,8 +49,8 @@ extension VolumeService {
     func detachHere(volumeID: String, doName: String, name: String) async throws {
         let me = configuration.dropletID
         let watch = devices.watch(path: deviceLink(doName))
-        if state.volumes[name] != nil {
-            state.volumes[name]?.detachRequested = time.wallClock()
+        if registry[name] != nil {
+            registry.update(name) { $0.detachRequested = time.wallClock() }
             try await persist()
         }
         try await dropletLock.withLock("actions") {
@@ -72,8 +71,8 @@ extension VolumeService {
                 logger.warning("Device still present after the detach completed", metadata: ["volume.name": "\(name)"])
             }
         }
-        if state.volumes[name]?.detachRequested != nil {
-            state.volumes[name]?.detachRequested = nil
+        if registry[name]?.detachRequested != nil {
+            registry.update(name) { $0.detachRequested = nil }
             try await persist()
         }
         logger.info("Volume detached", metadata: ["volume.name": "\(name)", "droplet.id": "\(me)"])
@@ -83,14 +82,14 @@ extension VolumeService {
 
     /// The volume as DigitalOcean has it now: by id when known, else by name (a volume deleted and re-created
     /// out of band gets a new id, so a 404 by id falls back to the name).
-    func currentVolume(_ record: inout VolumeRecord) async throws -> Volume {
-        let name = record.name
+    func currentVolume(_ name: String) async throws -> Volume {
+        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
         if let id = record.volumeID {
             do {
                 return try await api.volume(id: id)
             } catch let error as DOError where error.code == .notFound {
                 logger.notice("Volume id no longer exists; looking the name up again", metadata: ["volume.name": "\(name)"])
-                record.volumeID = nil
+                registry.update(name) { $0.volumeID = nil }
                 negativeLookups.forget(record.doName)
             } catch let error as DOError {
                 throw VolumeError(.cloud, "cannot read volume \(name) from DigitalOcean: \(error)")
@@ -103,7 +102,7 @@ extension VolumeService {
                 "the DigitalOcean volume \(doName) does not exist in region \(configuration.region); "
                     + "create it, or docker volume rm \(name)")
         }
-        record.volumeID = volume.id
+        registry.update(name) { $0.volumeID = volume.id }
         return volume
     }
 

@@ -8,8 +8,8 @@ extension VolumeService {
 
     /// Probes, formats a blank volume that asked for it, grows, and mounts. Growth failures do not fail the Mount:
     /// they are logged and kept in `lastError`.
-    func mountDevice(_ device: String, at mountpoint: String, record: inout VolumeRecord) async throws {
-        let name = record.name
+    func mountDevice(_ device: String, at mountpoint: String, name: String) async throws {
+        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
         let probed: String?
         do {
             probed = try await filesystem.filesystemType(device: device)
@@ -27,13 +27,14 @@ extension VolumeService {
         } else {
             type = try await formatBlank(device, record: record)
         }
-        record.seen?.fstype = type.rawValue
+        registry.update(name) { $0.seen?.fstype = type.rawValue }
         do {
-            record.seen?.filesystemBytes = try await filesystem.sizes(device: device).filesystem
+            let bytes = try await filesystem.sizes(device: device).filesystem
+            registry.update(name) { $0.seen?.filesystemBytes = bytes }
         } catch {
             logger.warning("Cannot read the filesystem's size", metadata: ["volume.name": "\(name)", "error": "\(error)"])
         }
-        if type == .ext4 { await growIfNeeded(device, type: type, mountpoint: nil, record: &record) }
+        if type == .ext4 { await growIfNeeded(device, type: type, mountpoint: nil, name: name) }
         // An option for another filesystem (nobarrier from DEFAULT_MOUNTOPTS on an xfs volume) would fail the mount:
         // it is left out. Create refuses one given for the volume itself where the filesystem is known.
         let options = (record.mountOptions ?? configuration.defaults.mountOptions).filter { $0.onlyFor.map { $0 == type } ?? true }
@@ -42,9 +43,9 @@ extension VolumeService {
         } catch {
             throw VolumeError(.mountFailed, "cannot mount volume \(name) (\(type) on \(device)) at \(mountpoint): \(error)")
         }
-        if type == .xfs { await growIfNeeded(device, type: type, mountpoint: mountpoint, record: &record) }
+        if type == .xfs { await growIfNeeded(device, type: type, mountpoint: mountpoint, name: name) }
         do {
-            try await prepareDataDirectory(record, at: mountpoint)
+            try await prepareDataDirectory(registry[name] ?? record, at: mountpoint)
         } catch {
             try? await filesystem.unmount(path: mountpoint)
             throw error
@@ -111,14 +112,13 @@ extension VolumeService {
 
     /// Grows the filesystem when the device is larger by more than the threshold: ext4 unmounted (`mountpoint`
     /// nil), xfs and ext4 online. A failure is logged and kept in `lastError`, never thrown.
-    func growIfNeeded(_ device: String, type: FilesystemType, mountpoint: String?, record: inout VolumeRecord) async {
-        let name = record.name
+    func growIfNeeded(_ device: String, type: FilesystemType, mountpoint: String?, name: String) async {
         let deviceBytes: UInt64
         do {
             // The filesystem's size as read before the mount: a mounted filesystem's superblock on the device may
             // lag behind the kernel's.
             deviceBytes = try await filesystem.sizes(device: device).device
-            guard let filesystemBytes = record.seen?.filesystemBytes, deviceBytes > filesystemBytes + Self.growthThreshold
+            guard let filesystemBytes = registry[name]?.seen?.filesystemBytes, deviceBytes > filesystemBytes + Self.growthThreshold
             else { return }
         } catch {
             logger.warning("Cannot read the volume's sizes", metadata: ["volume.name": "\(name)", "error": "\(error)"])
@@ -128,9 +128,11 @@ extension VolumeService {
         do {
             try await filesystem.grow(device: device, type: type, mountpoint: mountpoint)
             failedOnlineGrowth[name] = nil
-            record.lastError = nil
-            record.seen?.sizeGiB = Int(deviceBytes >> 30)
-            record.seen?.filesystemBytes = deviceBytes
+            registry.update(name) { record in
+                record.lastError = nil
+                record.seen?.sizeGiB = Int(deviceBytes >> 30)
+                record.seen?.filesystemBytes = deviceBytes
+            }
             logger.notice(
                 "Filesystem grown to the volume's size",
                 metadata: [
@@ -139,10 +141,10 @@ extension VolumeService {
                 ])
         } catch {
             let later = mountpoint != nil && type == .ext4 ? "; it grows at the volume's next Mount" : ""
-            record.lastError = "cannot grow the \(type.rawValue) filesystem to \(deviceBytes >> 30) GiB: \(error)\(later)"
+            let failure = "cannot grow the \(type.rawValue) filesystem to \(deviceBytes >> 30) GiB: \(error)\(later)"
+            registry.update(name) { $0.lastError = failure }
             if mountpoint != nil { failedOnlineGrowth[name] = deviceBytes }
-            logger.warning(
-                "Cannot grow the filesystem", metadata: ["volume.name": "\(name)", "error": "\(record.lastError ?? "")"])
+            logger.warning("Cannot grow the filesystem", metadata: ["volume.name": "\(name)", "error": "\(failure)"])
         }
     }
 
@@ -153,16 +155,14 @@ extension VolumeService {
         while !Task.isCancelled {
             count = await devices.nextEvent(after: count)
             if Task.isCancelled { return }
-            for name in state.volumes.keys.sorted() where state.volumes[name]?.mountpoint != nil {
+            for name in registry.records.keys.sorted() where registry[name]?.mountpoint != nil {
                 // Only cancellation ends the wait for the lock, and with it the loop.
                 try? await volumeLocks.withLock(name) {
-                    guard var record = checkout(name), let mountpoint = record.mountpoint,
-                        let device = record.seen?.device, let type = record.seen.flatMap({ FilesystemType(rawValue: $0.fstype) })
+                    guard let before = registry[name], let mountpoint = before.mountpoint,
+                        let device = before.seen?.device, let type = before.seen.flatMap({ FilesystemType(rawValue: $0.fstype) })
                     else { return }
-                    let before = record
-                    await growIfNeeded(device, type: type, mountpoint: mountpoint, record: &record)
-                    guard record != before else { return }
-                    write(record)
+                    await growIfNeeded(device, type: type, mountpoint: mountpoint, name: name)
+                    guard registry[name] != before else { return }
                     do {
                         try await persist()
                     } catch {

@@ -82,7 +82,7 @@ extension VolumeService {
     /// Whether a volume is attached or mounted here (as last seen), or a Mount is bringing one here.
     var holdsVolumes: Bool {
         mountsInFlight > 0
-            || state.volumes.values.contains {
+            || registry.records.values.contains {
                 $0.seen?.attachedTo == configuration.dropletID || $0.mountpoint != nil || !$0.references.isEmpty
             }
     }
@@ -91,7 +91,7 @@ extension VolumeService {
     public func keepHeartbeat() async {
         while !Task.isCancelled {
             // Nothing held and no heartbeat up: nothing to do, and no call.
-            let wait = holdsVolumes || state.lease != nil ? await heartbeat() : configuration.leaseRenew
+            let wait = holdsVolumes || registry.lease != nil ? await heartbeat() : configuration.leaseRenew
             do { try await time.sleep(wait) } catch { return }
         }
     }
@@ -106,9 +106,9 @@ extension VolumeService {
         (try? await dropletLock.withLock("lease") {
             let renew = configuration.leaseRenew
             let now = time.wallClock()
-            var lease = state.lease ?? LeaseState()
+            let lease = registry.lease ?? LeaseState()
             guard holdsVolumes else {
-                if lease.tag != nil || !lease.leftovers.isEmpty { await takeDown(&lease) }
+                if lease.tag != nil || !lease.leftovers.isEmpty { await takeDown() }
                 return renew
             }
             if lease.tag != nil, let renewed = lease.renewedAt {
@@ -126,11 +126,14 @@ extension VolumeService {
                     metadata: ["lease.tag": "\(name)", "error": "\(error)"])
                 return min(renew, .seconds(60))
             }
-            if let previous = lease.tag { lease.leftovers.append(previous) }
-            lease.tag = name
-            lease.renewedAt = now
-            if let oldest = lease.leftovers.first, await deleteLeaseTag(oldest) { lease.leftovers.removeFirst() }
-            state.lease = lease
+            registry.updateLease { lease in
+                if let previous = lease.tag { lease.leftovers.append(previous) }
+                lease.tag = name
+                lease.renewedAt = now
+            }
+            if let oldest = registry.lease?.leftovers.first, await deleteLeaseTag(oldest) {
+                registry.updateLease { $0.leftovers.removeAll { $0 == oldest } }
+            }
             await persistLease()
             logger.debug("Heartbeat renewed", metadata: ["lease.tag": "\(name)"])
             return renew
@@ -142,7 +145,7 @@ extension VolumeService {
     /// the Mount (an old heartbeat this droplet could not take down, or the first one not yet written). A renewal
     /// that fails is retried by `keepHeartbeat`; the Mount goes on.
     func renewHeartbeatIfDue() async {
-        if let renewed = state.lease?.renewedAt, state.lease?.tag != nil,
+        if let renewed = registry.lease?.renewedAt, registry.lease?.tag != nil,
             Duration.seconds(time.wallClock().timeIntervalSince(renewed)) < configuration.leaseRenew
         {
             return
@@ -151,11 +154,13 @@ extension VolumeService {
     }
 
     /// Deletes the heartbeat and any leftovers: this droplet holds nothing, so it makes no more calls.
-    private func takeDown(_ lease: inout LeaseState) async {
+    private func takeDown() async {
+        let lease = registry.lease ?? LeaseState()
         for tag in ([lease.tag].compactMap { $0 } + lease.leftovers) where await deleteLeaseTag(tag) {
-            if tag == lease.tag { lease.tag = nil } else { lease.leftovers.removeAll { $0 == tag } }
+            registry.updateLease { lease in
+                if tag == lease.tag { lease.tag = nil } else { lease.leftovers.removeAll { $0 == tag } }
+            }
         }
-        state.lease = lease.tag == nil && lease.leftovers.isEmpty ? nil : lease
         await persistLease()
         logger.info("Heartbeat taken down: this droplet holds no volume")
     }

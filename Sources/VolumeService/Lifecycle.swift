@@ -21,7 +21,7 @@ extension VolumeService {
         }
         try await volumeLocks.withLock(name) {
             // Docker retries Create, and swarm sends it for every task: a known volume is done.
-            if state.volumes[name] != nil { return }
+            if registry[name] != nil { return }
             let (doName, existing) = try await resolve(name)
             if let existing {
                 if options.fromSnapshot != nil || options.cloneOf != nil,
@@ -74,7 +74,7 @@ extension VolumeService {
             var volume = try await createOnDigitalOcean(name: name, doName: doName, options: options, from: origin)
             if let size = options.sizeGiB { volume = try await grow(volume, to: size, name: name) }
             try await addRecord(name: name, doName: doName, volume: volume, options: options)
-            state.volumes[name]?.cloneConsistency = consistency
+            registry.update(name) { $0.cloneConsistency = consistency }
             if consistency != nil { try await persist() }
         }
     }
@@ -85,7 +85,7 @@ extension VolumeService {
 
     func removeWithinDeadline(name: String) async throws {
         try await volumeLocks.withLock(name) {
-            guard var record = checkout(name) else { return }
+            guard let record = registry[name] else { return }
             if record.referenceCount > 0 {
                 throw VolumeError(
                     .inUse,
@@ -94,23 +94,21 @@ extension VolumeService {
             }
             if let mountpoint = record.mountpoint {
                 try await unmountIfMounted(mountpoint, name: name)
-                record.mountpoint = nil
-                write(record)
+                registry.update(name) { $0.mountpoint = nil }
             }
             if (record.onRemove ?? configuration.defaults.removePolicy) == .delete {
-                try await deleteOnDigitalOcean(&record)
+                try await deleteOnDigitalOcean(name)
             } else if configuration.detachOnUnmount, record.seen?.attachedTo == configuration.dropletID
-                || record.attachRequested != nil || state.volumes[name]?.detachRequested != nil
+                || record.attachRequested != nil || registry[name]?.detachRequested != nil
             {
                 // Its release may still be pending (a detach that failed at the last Unmount is retried in the
                 // background, only while the volume is known here): once forgotten, nothing would release it.
-                let volume = try await currentVolume(&record)
+                let volume = try await currentVolume(name)
                 if volume.dropletIDs.contains(configuration.dropletID) {
                     try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
                 }
             }
-            state.volumes[name] = nil
-            writeBases[name] = nil
+            registry.remove(name)
             try await persist()
             logger.info("Volume forgotten", metadata: ["volume.name": "\(name)"])
         }
@@ -155,7 +153,7 @@ extension VolumeService {
 
     /// Adds the volume to the registry under `name`, unless this droplet already knows it under another name.
     func addRecord(name: String, doName: String, volume: Volume, options: CreateOptions) async throws {
-        if let other = state.volumes.values.first(where: { $0.volumeID == volume.id || $0.doName == doName }) {
+        if let other = registry.records.values.first(where: { $0.volumeID == volume.id || $0.doName == doName }) {
             throw VolumeError(
                 .invalidName,
                 "volume \(name) would be the DigitalOcean volume \(doName), which this droplet already knows as "
@@ -168,8 +166,7 @@ extension VolumeService {
         record.formatLabel = options.label
         record.takeover = options.takeover
         record.saw(volume)
-        state.volumes[name] = record
-        writeBases[name] = nil
+        registry.add(record)
         try await persist()
     }
 
@@ -305,11 +302,11 @@ extension VolumeService {
 
     /// Detaches the volume from this droplet if it is attached here, then deletes it on DigitalOcean. Only volumes
     /// this plugin created, or given `onremove=delete`; another droplet's attachment refuses. Snapshots stay.
-    func deleteOnDigitalOcean(_ record: inout VolumeRecord) async throws {
-        let name = record.name
+    func deleteOnDigitalOcean(_ name: String) async throws {
+        guard let record = registry[name] else { return }
         let volume: Volume
         do {
-            volume = try await currentVolume(&record)
+            volume = try await currentVolume(name)
         } catch let error as VolumeError where error.code == .notFound {
             logger.notice("Volume already gone from DigitalOcean", metadata: ["volume.name": "\(name)"])
             return

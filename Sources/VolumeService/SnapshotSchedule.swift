@@ -166,7 +166,7 @@ extension VolumeService {
     /// Takes the snapshots that are due now.
     public func snapshotSchedulesOnce() async {
         let now = time.wallClock()
-        let due = state.volumes.values.filter { record in
+        let due = registry.records.values.filter { record in
             guard record.mountpoint != nil, let schedule = record.schedule else { return false }
             guard let last = record.lastScheduledAt else { return true }
             return now.timeIntervalSince(last) >= schedule.every.seconds
@@ -181,10 +181,10 @@ extension VolumeService {
     /// Runs outside the volume's lock, so a Mount or Unmount never waits for it; what it learnt is written to the
     /// record under the lock at the end.
     func runSchedule(_ name: String) async {
-        guard var record = state.volumes[name], let schedule = record.schedule, record.mountpoint != nil else { return }
-        var update: (inout VolumeRecord) -> Void
+        guard let record = registry[name], let schedule = record.schedule, record.mountpoint != nil else { return }
+        let update: (inout VolumeRecord) -> Void
         do {
-            let volume = try await currentVolume(&record)
+            let volume = try await currentVolume(name)
             let now = time.wallClock()
             let existing = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
             let scheduled = existing.filter { $0.tags.contains(SnapshotSchedule.scheduledTag) }
@@ -205,12 +205,12 @@ extension VolumeService {
                 var deleted = 0
                 if atCap { deleted = try await deleteScheduled(dropped, of: name) }
                 let (taken, _) = try await takeSnapshot(
-                    of: volume, record: &record, name: "\(name)-\(Self.snapshotTime(now))", tags: [SnapshotSchedule.scheduledTag])
+                    of: volume, volume: name, name: "\(name)-\(Self.snapshotTime(now))", tags: [SnapshotSchedule.scheduledTag])
                 if !atCap { deleted = try await deleteScheduled(dropped, of: name) }
                 logger.info(
                     "Scheduled snapshot taken",
                     metadata: ["volume.name": "\(name)", "do.snapshot.id": "\(taken.id)", "deleted": "\(deleted)"])
-                let (count, last) = (existing.count + 1 - deleted, record.lastSnapshot)
+                let (count, last) = (existing.count + 1 - deleted, "\(taken.name) at \(taken.createdAt)")
                 update = {
                     $0.snapshotCount = count
                     $0.lastSnapshot = last
@@ -233,8 +233,7 @@ extension VolumeService {
             update = { $0.lastError = message }
         }
         try? await volumeLocks.withLock(name) {
-            guard state.volumes[name] != nil else { return }
-            update(&state.volumes[name]!)
+            guard registry.update(name, update) != nil else { return }
             do {
                 try await persist()
             } catch {

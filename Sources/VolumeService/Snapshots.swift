@@ -16,12 +16,10 @@ extension VolumeService {
         guard !snapshotName.isEmpty, snapshotName.utf8.count <= 255 else {
             throw VolumeError(.invalidOption, "a snapshot name has 1 to 255 characters")
         }
-        if state.volumes[name] != nil {
+        if registry[name] != nil {
             return try await volumeLocks.withLock(name) {
-                guard var record = checkout(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
-                let volume = try await currentVolume(&record)
-                let (snapshot, _) = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [])
-                write(record)
+                let volume = try await currentVolume(name)
+                let (snapshot, _) = try await takeSnapshot(of: volume, volume: name, name: snapshotName, tags: [])
                 try await persist()
                 return Self.info(snapshot)
             }
@@ -35,9 +33,11 @@ extension VolumeService {
         let listed = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
         let snapshots = listed.enumerated().map { (time: Self.date($0.element.createdAt) ?? .distantPast, order: $0.offset, snapshot: $0.element) }
             .sorted { $0.time != $1.time ? $0.time > $1.time : $0.order > $1.order }.map(\.snapshot)
-        if state.volumes[name] != nil {
-            state.volumes[name]?.snapshotCount = snapshots.count
-            state.volumes[name]?.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
+        if registry[name] != nil {
+            registry.update(name) { record in
+                record.snapshotCount = snapshots.count
+                record.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
+            }
             try await persist()
         }
         return snapshots.map(Self.info)
@@ -57,19 +57,15 @@ extension VolumeService {
             throw VolumeError(.cloud, "cannot delete snapshot \(snapshot.name) of volume \(name): \(error)")
         }
         logger.notice("Snapshot deleted", metadata: ["volume.name": "\(name)", "do.snapshot.id": "\(snapshot.id)"])
-        if state.volumes[name]?.snapshotCount != nil {
-            state.volumes[name]?.snapshotCount = snapshots.count - 1
+        if registry[name]?.snapshotCount != nil {
+            registry.update(name) { $0.snapshotCount = snapshots.count - 1 }
             try await persist()
         }
     }
 
     /// The DigitalOcean volume behind a Docker name, whether or not this droplet knows it.
     func volumeOnDigitalOcean(_ name: String) async throws -> Volume {
-        if var record = state.volumes[name] {
-            let volume = try await currentVolume(&record)
-            state.volumes[name]?.volumeID = record.volumeID
-            return volume
-        }
+        if registry[name] != nil { return try await currentVolume(name) }
         try checkDockerName(name)
         let (doName, found) = try await resolve(name)
         guard let volume = found else {
@@ -123,13 +119,11 @@ extension VolumeService {
     func cloneSnapshot(of source: String, for name: String, options: CreateOptions) async throws -> (Snapshot, CloneConsistency) {
         guard source != name else { throw VolumeError(.invalidOption, "clone_of=\(source): a volume cannot be its own clone") }
         let snapshotName = "\(name)-clone-\(Self.snapshotTime(time.wallClock()))"
-        if state.volumes[source] != nil {
+        if registry[source] != nil {
             return try await volumeLocks.withLock(source) {
-                guard var record = checkout(source) else { throw VolumeError(.notFound, "no such volume: \(source)") }
-                let volume = try await currentVolume(&record)
+                let volume = try await currentVolume(source)
                 try checkDataDirectoryOptions(options, origin: volume.tags, what: "clone_of=\(source)")
-                let snapshot = try await takeSnapshot(of: volume, record: &record, name: snapshotName, tags: [Self.cloneTag])
-                write(record)
+                let snapshot = try await takeSnapshot(of: volume, volume: source, name: snapshotName, tags: [Self.cloneTag])
                 try await persist()
                 return snapshot
             }
@@ -144,21 +138,24 @@ extension VolumeService {
         return (try await snapshot(volume, name: snapshotName, tags: [Self.cloneTag]), .crash)
     }
 
-    /// Snapshots a volume this droplet knows: frozen when it is mounted here. Notes the snapshot in its record.
+    /// Snapshots `volume`, the volume this droplet knows as `volumeName`: frozen when it is mounted here. Notes the
+    /// snapshot in its record.
     func takeSnapshot(
-        of volume: Volume, record: inout VolumeRecord, name: String, tags: [String]
+        of volume: Volume, volume volumeName: String, name: String, tags: [String]
     ) async throws -> (Snapshot, CloneConsistency) {
-        let mountpoint = mountpoint(for: record.name)
+        let mountpoint = mountpoint(for: volumeName)
         let attachedHere = volume.dropletIDs.contains(configuration.dropletID)
         let mountedHere = attachedHere ? try await isMounted(mountpoint) : false
         let snapshot: Snapshot
         if mountedHere {
-            snapshot = try await frozen(mountpoint, name: record.name) { try await self.snapshot(volume, name: name, tags: tags) }
+            snapshot = try await frozen(mountpoint, name: volumeName) { try await self.snapshot(volume, name: name, tags: tags) }
         } else {
             snapshot = try await self.snapshot(volume, name: name, tags: tags)
         }
-        record.snapshotCount = (record.snapshotCount ?? 0) + 1
-        record.lastSnapshot = "\(snapshot.name) at \(snapshot.createdAt)"
+        registry.update(volumeName) { record in
+            record.snapshotCount = (record.snapshotCount ?? 0) + 1
+            record.lastSnapshot = "\(snapshot.name) at \(snapshot.createdAt)"
+        }
         return (snapshot, mountedHere ? .frozen : .crash)
     }
 

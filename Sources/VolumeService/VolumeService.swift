@@ -20,14 +20,12 @@ public actor VolumeService: VolumeDriver {
     let time: TimeSource
     let logger: Logger
 
-    var state: PersistedState {
+    var registry: VolumeRegistry {
         didSet { publishLookups() }
     }
     /// What Get, List and Path answer: the registry's volumes as the protocol shows them, made again whenever the
     /// registry changes, and read without the actor (the engine sends these by the thousand, from many connections).
     nonisolated let lookups = Mutex(VolumeLookups())
-    /// The records as their lock holders last took or wrote them (see `checkout` and `write`).
-    var writeBases: [String: VolumeRecord] = [:]
     /// Names DigitalOcean did not know, for a short while.
     var negativeLookups: RecentMisses
     /// Device sizes at which an online growth failed, by volume name: not tried again until the size changes.
@@ -59,14 +57,14 @@ public actor VolumeService: VolumeDriver {
         snapshotLocks = AsyncKeyedLock(time: time) { "the snapshot of volume \($0)" }
         dropletLock = AsyncKeyedLock(time: time) { "this droplet's \($0)" }
         let loaded = try store.load()
-        self.state = loaded
+        self.registry = VolumeRegistry(loaded)
         self.negativeLookups = RecentMisses(ttl: configuration.negativeLookupTTL)
         lookups.withLock { $0 = Self.lookups(of: loaded, configuration, generation: 0) }
     }
 
     private func publishLookups() {
         let generation = lookups.withLock { $0.generation } &+ 1
-        let made = Self.lookups(of: state, configuration, generation: generation)
+        let made = Self.lookups(of: registry.state, configuration, generation: generation)
         lookups.withLock { $0 = made }
     }
 
@@ -76,7 +74,7 @@ public actor VolumeService: VolumeDriver {
     }
 
     /// The registry as it stands.
-    public var records: [String: VolumeRecord] { state.volumes }
+    public var records: [String: VolumeRecord] { registry.records }
 
     // MARK: Start-up
 
@@ -89,7 +87,7 @@ public actor VolumeService: VolumeDriver {
         let mounts = try await filesystem.mounts(under: configuration.mountRoot)
         let mounted = Dictionary(mounts.map { ($0.mountpoint, $0) }, uniquingKeysWith: { first, _ in first })
         var changed = false
-        for (name, record) in state.volumes {
+        for (name, record) in registry.records {
             let mountpoint = mountpoint(for: name)
             // Each change is written to the registry as one field, never as a copy of the record from before an await.
             if mounted[mountpoint] == nil {
@@ -97,17 +95,17 @@ public actor VolumeService: VolumeDriver {
                     logger.notice(
                         "Mount is gone; dropping its references",
                         metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
-                    state.volumes[name]?.mountpoint = nil
-                    state.volumes[name]?.references = [:]
+                    registry.update(name) { $0.mountpoint = nil }
+                    registry.update(name) { $0.references = [:] }
                     changed = true
                 }
             } else if record.references.isEmpty {
                 logger.notice("Unmounting a mount that no container holds", metadata: ["volume.name": "\(name)"])
                 try await filesystem.unmount(path: mountpoint)
-                state.volumes[name]?.mountpoint = nil
+                registry.update(name) { $0.mountpoint = nil }
                 changed = true
             } else if record.mountpoint == nil {
-                state.volumes[name]?.mountpoint = mountpoint
+                registry.update(name) { $0.mountpoint = mountpoint }
                 changed = true
             }
         }
@@ -134,13 +132,13 @@ public actor VolumeService: VolumeDriver {
             }
             let now = time.wallClock()
             var waiting = false
-            for (name, record) in state.volumes {
+            for (name, record) in registry.records {
                 guard let requested = record.attachRequested, record.references.isEmpty, record.mountpoint == nil else {
                     continue
                 }
                 if Duration.seconds(now.timeIntervalSince(requested)) > configuration.actionTimeout {
                     // DigitalOcean would have finished it by now: it never happened, or was released above.
-                    state.volumes[name]?.attachRequested = nil
+                    registry.update(name) { $0.attachRequested = nil }
                     do {
                         try await persist()
                     } catch {
@@ -168,16 +166,16 @@ public actor VolumeService: VolumeDriver {
         }
         var released = true
         for volume in attachedHere {
-            guard let name = state.volumes.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
+            guard let name = registry.records.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
             else { continue }
             try? await volumeLocks.withLock(name) {
-                guard let record = state.volumes[name], record.references.isEmpty, record.mountpoint == nil else { return }
+                guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else { return }
                 logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
                 do {
                     try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
-                    state.volumes[name]?.attachRequested = nil
-                    state.volumes[name]?.seen?.attachedTo = nil
-                    state.volumes[name]?.seen?.device = nil
+                    registry.update(name) { $0.attachRequested = nil }
+                    registry.update(name) { $0.seen?.attachedTo = nil }
+                    registry.update(name) { $0.seen?.device = nil }
                     try await persist()
                 } catch {
                     logger.warning("Cannot release attachment; trying again", metadata: ["volume.name": "\(name)", "error": "\(error)"])
@@ -230,34 +228,36 @@ public actor VolumeService: VolumeDriver {
     }
 
     func mountWithinDeadline(name: String, id: String) async throws -> String {
-        if state.volumes[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
+        if registry[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
         return try await volumeLocks.withLock(name) {
-            guard var record = checkout(name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
+            guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
             let mountpoint = mountpoint(for: name)
             if try await isMounted(mountpoint) {
                 try await prepareDataDirectory(record, at: mountpoint)
-                record.references[id, default: 0] += 1
-                record.mountpoint = mountpoint
-                write(record)
+                let mounted = registry.update(name) { record in
+                    record.references[id, default: 0] += 1
+                    record.mountpoint = mountpoint
+                }
                 try await persist()
-                logger.debug("Mount reused", metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
-                return record.shownPath(mountpoint)
+                logger.debug("Mount reused", metadata: ["volume.name": "\(name)", "references": "\(mounted?.referenceCount ?? 0)"])
+                return (mounted ?? record).shownPath(mountpoint)
             }
             let started = time.now()
             mountsInFlight += 1
             defer { mountsInFlight -= 1 }
-            let (volume, device, attachedByUs) = try await bringHere(&record)
-            record.saw(volume, device: device)
+            let (volume, device, attachedByUs) = try await bringHere(name)
+            registry.update(name) { $0.saw(volume, device: device) }
             do {
-                try await mountDevice(device, at: mountpoint, record: &record)
+                try await mountDevice(device, at: mountpoint, name: name)
             } catch {
                 if attachedByUs { await release(volumeID: volume.id, doName: record.doName, name: name) }
                 throw error
             }
-            record.references[id, default: 0] += 1
-            record.mountpoint = mountpoint
-            record.attachRequested = nil
-            write(record)
+            let mounted = registry.update(name) { record in
+                record.references[id, default: 0] += 1
+                record.mountpoint = mountpoint
+                record.attachRequested = nil
+            }
             try await persist()
             logger.info(
                 "Volume mounted",
@@ -265,7 +265,7 @@ public actor VolumeService: VolumeDriver {
                     "volume.name": "\(name)", "device.path": "\(device)", "mountpoint": "\(mountpoint)",
                     "duration.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
                 ])
-            return record.shownPath(mountpoint)
+            return (mounted ?? record).shownPath(mountpoint)
         }
     }
 
@@ -275,14 +275,13 @@ public actor VolumeService: VolumeDriver {
 
     func unmountWithinDeadline(name: String, id: String) async throws {
         try await volumeLocks.withLock(name) {
-            guard var record = checkout(name) else { return }
+            guard let record = registry[name] else { return }
             guard let count = record.references[id] else {
                 logger.notice("Unmount for a mount ID this plugin does not hold", metadata: ["volume.name": "\(name)", "mount.id": "\(id)"])
                 return
             }
-            if count > 1 { record.references[id] = count - 1 } else { record.references[id] = nil }
-            write(record)
-            if record.referenceCount > 0 {
+            let left = registry.update(name) { $0.references[id] = count > 1 ? count - 1 : nil }
+            if let left, left.referenceCount > 0 {
                 try await persist()
                 return
             }
@@ -290,17 +289,17 @@ public actor VolumeService: VolumeDriver {
             // A snapshot holding it frozen is abandoned: the Unmount does not wait for it.
             await activeFreezes[name]?.run()
             try await unmountIfMounted(mountpoint, name: name)
-            record.mountpoint = nil
-            write(record)
+            registry.update(name) { $0.mountpoint = nil }
             try await persist()
             logger.info("Volume unmounted", metadata: ["volume.name": "\(name)"])
             if configuration.detachOnUnmount {
-                let volumeID = try await resolveVolumeID(&record)
+                let volumeID = try await resolveVolumeID(name)
                 do {
                     try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
-                    record.seen?.attachedTo = nil
-                    record.seen?.device = nil
-                    write(record)
+                    registry.update(name) { record in
+                        record.seen?.attachedTo = nil
+                        record.seen?.device = nil
+                    }
                     try await persist()
                 } catch {
                     // The container stops whatever we answer; keep trying so the volume is not left attached here.
@@ -383,7 +382,7 @@ public actor VolumeService: VolumeDriver {
             do { try await time.sleep(wait) } catch { return }
             // Cancelled (the plugin stopping): stop trying.
             guard let finished = try? await volumeLocks.withLock(name, { () -> Bool in
-                guard let record = state.volumes[name], record.references.isEmpty, record.mountpoint == nil else {
+                guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else {
                     return true
                 }
                 do {
@@ -436,7 +435,7 @@ public actor VolumeService: VolumeDriver {
 
     func persist() async throws {
         do {
-            try await store.save(state)
+            try await store.save(registry.state)
         } catch {
             throw VolumeError(.state, "cannot save the plugin's state: \(error)")
         }
@@ -480,13 +479,15 @@ public actor VolumeService: VolumeDriver {
         }
     }
 
-    func resolveVolumeID(_ record: inout VolumeRecord) async throws -> String {
+    /// The DigitalOcean id of `name`'s volume: the one the registry has, else looked up by its DigitalOcean name.
+    func resolveVolumeID(_ name: String) async throws -> String {
+        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
         if let id = record.volumeID { return id }
         let doName = record.doName
-        guard let volume = try await lookUp(doName: doName, name: record.name) else {
+        guard let volume = try await lookUp(doName: doName, name: name) else {
             throw VolumeError(.notFound, "the DigitalOcean volume \(doName) no longer exists in region \(configuration.region)")
         }
-        record.volumeID = volume.id
+        registry.update(name) { $0.volumeID = volume.id }
         return volume.id
     }
 }

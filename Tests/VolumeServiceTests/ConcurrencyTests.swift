@@ -95,45 +95,23 @@ import Timekeeping
         #expect(try await a.service.get(name: "pgdata").status["snapshots"] == "3")
     }
 
-    /// The three-way merge behind every write-back takes each field this copy changed, and only those: a field
-    /// added to the record and not to the merge fails here.
-    @Test func aWriteBackTakesEveryFieldItChangedAndNoOther() throws {
-        let base = VolumeRecord(name: "v", doName: "v", createdAt: Date(timeIntervalSince1970: 0))
-        var mine = base
-        mine.doName = "w"
-        mine.volumeID = "id"
-        mine.createdAt = Date(timeIntervalSince1970: 1)
-        mine.references = ["c": 1]
-        mine.mountpoint = "/m"
-        mine.mountOptions = [.noatime]
-        mine.onRemove = .delete
-        mine.seen = SeenVolume(sizeGiB: 1, fstype: "ext4", attachedTo: 1, createdByPlugin: true)
-        mine.lastError = "e"
-        mine.formatAs = .xfs
-        mine.formatLabel = "l"
-        mine.takeover = .always
-        mine.attachRequested = Date(timeIntervalSince1970: 2)
-        mine.detachRequested = Date(timeIntervalSince1970: 4)
-        mine.cloneConsistency = .frozen
-        mine.snapshotCount = 4
-        mine.lastSnapshot = "s"
-        mine.schedule = SnapshotSchedule(every: .seconds(3600), keep: SnapshotSchedule.defaultKeep)
-        mine.lastScheduledAt = Date(timeIntervalSince1970: 3)
-        mine.dataDirectory = DataDirectory(uid: 1000)
-        // Every stored property but the name (the record's key) differs: the merge onto the base must give this copy
-        // back whole.
-        let same = zip(Mirror(reflecting: mine).children, Mirror(reflecting: base).children)
-            .filter { "\($0.0.value)" == "\($0.1.value)" }.compactMap(\.0.label)
-        #expect(same == ["name"], "the test sets every field")
-        #expect(mine.changes(since: base, appliedTo: base) == mine)
-
-        // Others changed the snapshot count meanwhile; this copy changed only the references.
-        var current = base
-        current.snapshotCount = 7
-        var holder = base
-        holder.references = ["c": 2]
-        let merged = holder.changes(since: base, appliedTo: current)
-        #expect(merged.snapshotCount == 7 && merged.references == ["c": 2])
+    /// The registry's transitions change a record in place, field by field: what another change set meanwhile
+    /// stays, a name it does not know is left alone, and a heartbeat with nothing left is none.
+    @Test func theRegistryChangesRecordsInPlace() throws {
+        var registry = VolumeRegistry(PersistedState())
+        registry.add(VolumeRecord(name: "v", doName: "v", createdAt: Date(timeIntervalSince1970: 0)))
+        registry.update("v") { $0.snapshotCount = 7 }
+        let changed = registry.update("v") { $0.references["c", default: 0] += 1 }
+        #expect(changed?.snapshotCount == 7 && changed?.references == ["c": 1])
+        #expect(registry["v"] == changed)
+        #expect(registry.update("w") { $0.snapshotCount = 1 } == nil)
+        #expect(registry.records.keys.sorted() == ["v"])
+        registry.updateLease { $0.tag = "do-storage-lease-1" }
+        #expect(registry.lease?.tag == "do-storage-lease-1")
+        registry.updateLease { $0.tag = nil }
+        #expect(registry.lease == nil)
+        registry.remove("v")
+        #expect(registry.records.isEmpty)
     }
 
     /// A plugin killed while its detach is under way, then asked to mount the volume again: the detach completes
