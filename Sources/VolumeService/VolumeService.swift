@@ -115,7 +115,9 @@ public actor VolumeService: VolumeDriver {
     /// Releases volumes that DigitalOcean shows attached here but that no container here holds: a plugin killed
     /// between an attach and its mount, or during an unmount, or a droplet rebooted. An attach requested before the
     /// plugin stopped may complete after it starts again: such a volume is watched (with polls growing to
-    /// `maxPollInterval`) until it is attached, then released, or until `actionTimeout` after the request. Only
+    /// `maxPollInterval`) until it is attached, then released, or until the request can no longer complete: it was
+    /// sent by the Mount's deadline at the latest (after waiting its turn behind the droplet's other actions), and
+    /// takes at most `actionTimeout`. Only
     /// volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. When DigitalOcean cannot be listed or
     /// a detach fails (an outage at start-up), it tries again, waiting twice as long each time up to a minute, until
     /// it has succeeded: an attachment is never left dangling for want of one call. Safe to run while serving: each
@@ -136,8 +138,10 @@ public actor VolumeService: VolumeDriver {
                 guard let requested = record.attachRequested, record.references.isEmpty, record.mountpoint == nil else {
                     continue
                 }
-                if Duration.seconds(now.timeIntervalSince(requested)) > configuration.actionTimeout {
-                    // DigitalOcean would have finished it by now: it never happened, or was released above.
+                // The request is noted before the Mount waits for its turn on the droplet's actions, and sent before
+                // the Mount's deadline: DigitalOcean has finished it an action's time after that at the latest.
+                if Duration.seconds(now.timeIntervalSince(requested)) > configuration.mountDeadline + configuration.actionTimeout {
+                    // It never happened, or was released above.
                     registry.update(name) { $0.attachRequested = nil }
                     do {
                         try await persist()

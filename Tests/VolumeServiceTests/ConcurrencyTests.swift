@@ -128,6 +128,7 @@ import Timekeeping
         }
         // The plugin dies here; the detach goes on at DigitalOcean. A new plugin starts from the same state.
         unmount.cancel()
+        a.kill()
         _ = try await unmount.result()
         let restarted = try await harness.node(droplet: 1, filesystem: a.filesystem)
         try await restarted.service.reconcileWithHost()
@@ -137,6 +138,36 @@ import Timekeeping
         }
         #expect(a.filesystem.mounted[mountpoint] != nil)
         #expect(await harness.attachments("pgdata") == [1], "still attached under its mount")
+    }
+
+    /// A plugin killed just after sending an attach it had waited to send (behind another volume's attach, on the
+    /// droplet's one action at a time): the plugin that starts next watches that attach until it completes, and
+    /// releases it, however long the request waited for its turn. (Found by the model test.)
+    @Test func anAttachSentLateIsReleasedAfterARestart() async throws {
+        let time = TestTime()
+        let harness = try ServiceHarness(actionLatency: .seconds(8), testTime: time)
+        try await harness.createVolume("first")
+        try await harness.createVolume("second")
+        let killable = KillableAPI(base: harness.api)
+        let a = try await harness.node(droplet: 1, api: killable) { $0.actionTimeout = .seconds(10) }
+        try await a.service.create(name: "first", options: [:])
+        try await a.service.create(name: "second", options: [:])
+        let first = Running { try await a.service.mount(name: "first", id: "c1") }
+        try await time.advance(until: "the first attach to be sent") { await harness.world.actionLog.count == 1 }
+        let second = Running { try await a.service.mount(name: "second", id: "c2") }
+        // The second Mount notes its attach, then waits for the first attach to end before it sends its own.
+        try await time.advance(until: "the second attach to be sent") { await harness.world.actionLog.count == 2 }
+        killable.kill()
+        a.kill()
+        try await time.advance(until: "the killed plugin's Mounts to end") { first.isFinished && second.isFinished }
+        let restarted = try await harness.node(droplet: 1, filesystem: a.filesystem) { $0.actionTimeout = .seconds(10) }
+        try await restarted.service.reconcileWithHost()
+        let release = Running { await restarted.service.releaseUnusedAttachments() }
+        try await time.advance(until: "every action to end and the release to finish") {
+            let done = await harness.world.actionLog.allSatisfy { $0.status != .inProgress }
+            return done && release.isFinished
+        }
+        #expect(await harness.attachments("second").isEmpty, "attached with no container to hold it")
     }
 
     /// DigitalOcean down as the plugin starts: the release of what no container holds is tried again until it
@@ -202,5 +233,36 @@ extension ConcurrencyTests {
         _ = try await time.run("the Remove") { try await a.service.remove(name: "pgdata") }
         #expect(await a.service.records["pgdata"] == nil)
         #expect(await harness.attachments("pgdata").isEmpty, "released by the Remove")
+    }
+}
+
+/// DigitalOcean as a killed plugin reaches it: not at all, from the moment it is killed.
+final class KillableAPI: ForwardingAPI {
+    let base: any VolumeAPI
+    private let killed = NIOLockedValueBox(false)
+    init(base: any VolumeAPI) { self.base = base }
+    func kill() { killed.withLockedValue { $0 = true } }
+    private func alive() throws {
+        if killed.withLockedValue({ $0 }) { throw DOError(code: .transport, status: nil, message: "killed", operation: "call") }
+    }
+    func volumes(named name: String?, region: String?) async throws -> [Volume] {
+        try alive()
+        return try await base.volumes(named: name, region: region)
+    }
+    func volume(id: String) async throws -> Volume {
+        try alive()
+        return try await base.volume(id: id)
+    }
+    func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        try alive()
+        return try await base.attach(volumeID: volumeID, dropletID: dropletID, region: region)
+    }
+    func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
+        try alive()
+        return try await base.detach(volumeID: volumeID, dropletID: dropletID, region: region)
+    }
+    func action(volumeID: String, actionID: Int) async throws -> Action {
+        try alive()
+        return try await base.action(volumeID: volumeID, actionID: actionID)
     }
 }

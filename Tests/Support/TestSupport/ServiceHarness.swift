@@ -56,6 +56,12 @@ public final class ServiceHarness: Sendable {
         public let service: VolumeService
         public let filesystem: FakeFilesystem
         public let configuration: ServiceConfiguration
+        /// The node's retries of failed releases, as the plugin runs them beside its server.
+        let retries: Task<Void, Never>
+
+        /// Stops the node's background work, as killing its plugin does (its requests under way are the test's to
+        /// cancel).
+        public func kill() { retries.cancel() }
     }
 
     public func node(
@@ -80,8 +86,9 @@ public final class ServiceHarness: Sendable {
             },
             filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"), time: time,
             logger: Logger(label: "test"))
-        retries.withLockedValue { $0.append(Task { await service.retryReleases() }) }
-        return Node(service: service, filesystem: filesystem, configuration: configuration)
+        let background = Task { await service.retryReleases() }
+        retries.withLockedValue { $0.append(background) }
+        return Node(service: service, filesystem: filesystem, configuration: configuration, retries: background)
     }
 
     @discardableResult
