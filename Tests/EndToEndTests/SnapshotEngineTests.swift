@@ -28,7 +28,9 @@ struct SnapshotEngineTests {
 
     /// The files the writer container has finished (`f<N>`; it writes `f<N>.tmp` and renames it).
     static func finishedFiles(_ engine: Engine, container: String, folder: String = "/data") async throws -> Set<String> {
-        let listing = try await engine.must("exec", container, "ls", folder)
+        // The shell's glob, not ls: busybox's ls looks at each name it lists, and fails on a .tmp file the writer
+        // renames in between.
+        let listing = try await engine.must("exec", container, "sh", "-c", "cd \(folder) && printf '%s\\n' *")
         return Set(listing.split(separator: "\n").map(String.init).filter { $0.hasPrefix("f") && !$0.hasSuffix(".tmp") })
     }
 
