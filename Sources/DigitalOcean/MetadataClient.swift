@@ -91,4 +91,3 @@ public struct MetadataErrorCode: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { base.rawValue }
 }
-

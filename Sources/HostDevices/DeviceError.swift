@@ -28,4 +28,3 @@ public struct DeviceErrorCode: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { base.rawValue }
 }
-

@@ -275,8 +275,9 @@ public struct VolumeDriverController: Sendable {
         static func plain(_ bytes: ByteBuffer) -> NameRequest? {
             let prefix = #"{"Name":""#.utf8
             return bytes.withUnsafeReadableBytes { raw -> NameRequest? in
-                // A longer name is no volume name (at most 239 bytes): JSONDecoder reads it, and the driver says why.
-                guard raw.count >= prefix.count + 2, raw.count <= prefix.count + 2 + 255, raw.starts(with: prefix),
+                // A longer name is no volume name: JSONDecoder reads it, and the driver says why.
+                guard raw.count >= prefix.count + 2, raw.count <= prefix.count + 2 + VolumeNames.maxDockerNameBytes,
+                    raw.starts(with: prefix),
                     raw[raw.count - 2] == UInt8(ascii: "\""),
                     raw[raw.count - 1] == UInt8(ascii: "}")
                 else { return nil }

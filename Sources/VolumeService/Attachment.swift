@@ -8,7 +8,7 @@ extension VolumeService {
     /// Makes the volume attached here with its device present. Returns the volume as it is now, the device node, and
     /// whether this call attached it (so a failed mount can release it again).
     func bringHere(_ name: String) async throws -> (volume: Volume, device: String, attachedByUs: Bool) {
-        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        let record = try knownRecord(name)
         let me = configuration.dropletID
         var volume = try await currentVolume(name)
         let watch = devices.watch(path: deviceLink(record.doName))
@@ -49,8 +49,7 @@ extension VolumeService {
     func detachHere(volumeID: String, doName: String, name: String) async throws {
         let me = configuration.dropletID
         let watch = devices.watch(path: deviceLink(doName))
-        if registry[name] != nil {
-            registry.update(name) { $0.detachRequested = time.wallClock() }
+        if registry.update(name, { $0.detachRequested = time.wallClock() }) != nil {
             try await persist()
         }
         try await dropletLock.withLock("actions") {
@@ -83,7 +82,7 @@ extension VolumeService {
     /// The volume as DigitalOcean has it now: by id when known, else by name (a volume deleted and re-created
     /// out of band gets a new id, so a 404 by id falls back to the name).
     func currentVolume(_ name: String) async throws -> Volume {
-        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        let record = try knownRecord(name)
         if let id = record.volumeID {
             do {
                 return try await api.volume(id: id)

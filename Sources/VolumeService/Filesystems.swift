@@ -9,7 +9,7 @@ extension VolumeService {
     /// Probes, formats a blank volume that asked for it, grows, and mounts. Growth failures do not fail the Mount:
     /// they are logged and kept in `lastError`.
     func mountDevice(_ device: String, at mountpoint: String, name: String) async throws {
-        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        let record = try knownRecord(name)
         let probed: String?
         do {
             probed = try await filesystem.filesystemType(device: device)

@@ -1,4 +1,3 @@
-
 /// What to do with a volume that is attached to another droplet when a container here wants it.
 public enum Takeover: String, Sendable, Codable, CaseIterable {
     /// Wait up to the hand-off timeout for the other droplet to release it, then fail.

@@ -210,10 +210,9 @@ extension VolumeService {
                 logger.info(
                     "Scheduled snapshot taken",
                     metadata: ["volume.name": "\(name)", "do.snapshot.id": "\(taken.id)", "deleted": "\(deleted)"])
-                let (count, last) = (existing.count + 1 - deleted, "\(taken.name) at \(taken.createdAt)")
+                let count = existing.count + 1 - deleted
                 update = {
                     $0.snapshotCount = count
-                    $0.lastSnapshot = last
                     $0.lastScheduledAt = now
                     if $0.lastError?.hasPrefix(Self.scheduleErrorPrefix) == true { $0.lastError = nil }
                 }

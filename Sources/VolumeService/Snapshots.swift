@@ -33,13 +33,11 @@ extension VolumeService {
         let listed = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
         let snapshots = listed.enumerated().map { (time: Self.date($0.element.createdAt) ?? .distantPast, order: $0.offset, snapshot: $0.element) }
             .sorted { $0.time != $1.time ? $0.time > $1.time : $0.order > $1.order }.map(\.snapshot)
-        if registry[name] != nil {
-            registry.update(name) { record in
-                record.snapshotCount = snapshots.count
-                record.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
-            }
-            try await persist()
+        let noted = registry.update(name) { record in
+            record.snapshotCount = snapshots.count
+            record.lastSnapshot = snapshots.first.map { "\($0.name) at \($0.createdAt)" }
         }
+        if noted != nil { try await persist() }
         return snapshots.map(Self.info)
     }
 

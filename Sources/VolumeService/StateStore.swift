@@ -242,4 +242,3 @@ public struct StateErrorCode: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { base.rawValue }
 }
-

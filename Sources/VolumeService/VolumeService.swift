@@ -95,8 +95,10 @@ public actor VolumeService: VolumeDriver {
                     logger.notice(
                         "Mount is gone; dropping its references",
                         metadata: ["volume.name": "\(name)", "references": "\(record.referenceCount)"])
-                    registry.update(name) { $0.mountpoint = nil }
-                    registry.update(name) { $0.references = [:] }
+                    registry.update(name) { record in
+                        record.mountpoint = nil
+                        record.references = [:]
+                    }
                     changed = true
                 }
             } else if record.references.isEmpty {
@@ -177,9 +179,11 @@ public actor VolumeService: VolumeDriver {
                 logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
                 do {
                     try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
-                    registry.update(name) { $0.attachRequested = nil }
-                    registry.update(name) { $0.seen?.attachedTo = nil }
-                    registry.update(name) { $0.seen?.device = nil }
+                    registry.update(name) { record in
+                        record.attachRequested = nil
+                        record.seen?.attachedTo = nil
+                        record.seen?.device = nil
+                    }
                     try await persist()
                 } catch {
                     logger.warning("Cannot release attachment; trying again", metadata: ["volume.name": "\(name)", "error": "\(error)"])
@@ -234,7 +238,7 @@ public actor VolumeService: VolumeDriver {
     func mountWithinDeadline(name: String, id: String) async throws -> String {
         if registry[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
         return try await volumeLocks.withLock(name) {
-            guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+            let record = try knownRecord(name)
             let mountpoint = mountpoint(for: name)
             if try await isMounted(mountpoint) {
                 try await prepareDataDirectory(record, at: mountpoint)
@@ -483,9 +487,15 @@ public actor VolumeService: VolumeDriver {
         }
     }
 
+    /// The record of `name`, which this droplet knows; else "no such volume".
+    func knownRecord(_ name: String) throws -> VolumeRecord {
+        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        return record
+    }
+
     /// The DigitalOcean id of `name`'s volume: the one the registry has, else looked up by its DigitalOcean name.
     func resolveVolumeID(_ name: String) async throws -> String {
-        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        let record = try knownRecord(name)
         if let id = record.volumeID { return id }
         let doName = record.doName
         guard let volume = try await lookUp(doName: doName, name: name) else {
