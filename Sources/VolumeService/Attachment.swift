@@ -1,17 +1,52 @@
 import DigitalOcean
 import Logging
+import Synchronization
 import Timekeeping
 
-/// Bringing a volume to this droplet and releasing it: DigitalOcean actions, the hand-off between droplets, and the
-/// device that follows an attach.
-extension VolumeService {
+/// Attachment: bringing a volume to this droplet and releasing it again, the hand-off between droplets (with their
+/// heartbeats), and the releases that must not be left undone: a failed Mount's, an Unmount's whose detach failed,
+/// an attach a killed plugin sent. Notes in the volume's record what a plugin killed mid-way must find at its next
+/// start (an attach or detach requested) and saves it before the request goes out.
+final class Attachments: Sendable {
+    private let configuration: ServiceConfiguration
+    private let api: any VolumeAPI
+    private let devices: any DeviceWatching
+    private let registry: VolumeRegistry
+    private let finder: VolumeFinder
+    private let heartbeat: Heartbeat
+    private let actions: DropletActions
+    /// Each volume's sequences, shared with the orchestration: a release never runs beside a Mount of the volume.
+    private let volumeLocks: AsyncKeyedLock
+    private let time: TimeSource
+    private let logger: Logger
+    /// Releases to try again (`scheduleRelease`), taken by `retryReleases`.
+    private let pendingReleases = Mutex<[PendingRelease]>([])
+    private let releasesPending = EventSignal()
+
+    init(
+        configuration: ServiceConfiguration, api: any VolumeAPI, devices: any DeviceWatching, registry: VolumeRegistry,
+        finder: VolumeFinder, heartbeat: Heartbeat, actions: DropletActions, volumeLocks: AsyncKeyedLock, time: TimeSource,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.api = api
+        self.devices = devices
+        self.registry = registry
+        self.finder = finder
+        self.heartbeat = heartbeat
+        self.actions = actions
+        self.volumeLocks = volumeLocks
+        self.time = time
+        self.logger = logger
+    }
+
     /// Makes the volume attached here with its device present. Returns the volume as it is now, the device node, and
     /// whether this call attached it (so a failed mount can release it again).
     func bringHere(_ name: String) async throws -> (volume: Volume, device: String, attachedByUs: Bool) {
-        let record = try knownRecord(name)
+        let record = try registry.known(name)
         let me = configuration.dropletID
-        var volume = try await currentVolume(name)
-        let watch = devices.watch(path: deviceLink(record.doName))
+        var volume = try await finder.current(name)
+        let watch = devices.watch(path: actions.deviceLink(record.doName))
         if volume.dropletIDs.contains(me), registry[name]?.detachRequested != nil {
             // A detach asked for before (by a plugin killed before it completed) may still be under way and would
             // take the disk from under this mount: it is seen through first, and the volume attached anew.
@@ -21,21 +56,21 @@ extension VolumeService {
         }
         if volume.dropletIDs.contains(me) {
             logger.debug("Volume already attached here", metadata: ["volume.name": "\(name)"])
-            return (volume, try await waitForDevice(watch, name: name), false)
+            return (volume, try await actions.device(watch, name: name), false)
         }
-        await renewHeartbeatIfDue()
+        await heartbeat.renewIfDue()
         if let other = volume.dropletIDs.first {
             volume = try await takeFrom(droplet: other, volume: volume, name: name, mode: record.takeover ?? configuration.takeover)
         }
         // Written before the request: a plugin killed from here on finds it at its next start.
         registry.update(name) { $0.attachRequested = time.wallClock() }
-        try await persist()
-        let attached = try await dropletLock.withLock("actions") {
+        try await registry.save()
+        let attached = try await actions.oneAtATime {
             try await attach(volume, watch: watch, name: name)
         }
         volume.dropletIDs = [me]
         do {
-            return (volume, try await waitForDevice(watch, name: name), attached)
+            return (volume, try await actions.device(watch, name: name), attached)
         } catch {
             if attached { await release(volumeID: volume.id, doName: record.doName, name: name) }
             throw error
@@ -48,15 +83,15 @@ extension VolumeService {
     /// plugin killed meanwhile knows at its next Mount that a detach may still be under way.
     func detachHere(volumeID: String, doName: String, name: String) async throws {
         let me = configuration.dropletID
-        let watch = devices.watch(path: deviceLink(doName))
+        let watch = devices.watch(path: actions.deviceLink(doName))
         if registry.update(name, { $0.detachRequested = time.wallClock() }) != nil {
-            try await persist()
+            try await registry.save()
         }
-        try await dropletLock.withLock("actions") {
-            let deadline = limit(after: configuration.actionTimeout)
+        try await actions.oneAtATime {
+            let deadline = time.limit(after: configuration.actionTimeout)
             let action: Action
             do {
-                action = try await postAction("detach", name: name, deadline: deadline) {
+                action = try await actions.post("detach", name: name, deadline: deadline) {
                     try await api.detach(volumeID: volumeID, dropletID: me, region: configuration.region)
                 }
             } catch let error as DOError where error.reason == .attachmentNotFound {
@@ -65,44 +100,16 @@ extension VolumeService {
             } catch let error as DOError {
                 throw VolumeError(.cloud, "cannot detach volume \(name) from this droplet: \(error)")
             }
-            try await waitForAction(action, volumeID: volumeID, watch: watch, present: false, deadline: deadline, what: "detach", name: name)
-            if !(await watch.wait(present: false, within: remaining(until: limit(after: configuration.deviceTimeout)))) {
+            try await actions.wait(for: action, volumeID: volumeID, watch: watch, present: false, deadline: deadline, what: "detach", name: name)
+            if !(await watch.wait(present: false, within: time.remaining(until: time.limit(after: configuration.deviceTimeout)))) {
                 logger.warning("Device still present after the detach completed", metadata: ["volume.name": "\(name)"])
             }
         }
         if registry[name]?.detachRequested != nil {
             registry.update(name) { $0.detachRequested = nil }
-            try await persist()
+            try await registry.save()
         }
         logger.info("Volume detached", metadata: ["volume.name": "\(name)", "droplet.id": "\(me)"])
-    }
-
-    // MARK: Steps
-
-    /// The volume as DigitalOcean has it now: by id when known, else by name (a volume deleted and re-created
-    /// out of band gets a new id, so a 404 by id falls back to the name).
-    func currentVolume(_ name: String) async throws -> Volume {
-        let record = try knownRecord(name)
-        if let id = record.volumeID {
-            do {
-                return try await api.volume(id: id)
-            } catch let error as DOError where error.code == .notFound {
-                logger.notice("Volume id no longer exists; looking the name up again", metadata: ["volume.name": "\(name)"])
-                registry.update(name) { $0.volumeID = nil }
-                negativeLookups.forget(record.doName)
-            } catch let error as DOError {
-                throw VolumeError(.cloud, "cannot read volume \(name) from DigitalOcean: \(error)")
-            }
-        }
-        let doName = record.doName
-        guard let volume = try await lookUp(doName: doName, name: name) else {
-            throw VolumeError(
-                .notFound,
-                "the DigitalOcean volume \(doName) does not exist in region \(configuration.region); "
-                    + "create it, or docker volume rm \(name)")
-        }
-        registry.update(name) { $0.volumeID = volume.id }
-        return volume
     }
 
     /// Attached elsewhere. `always` detaches it from there at once. A holder that is powered off or destroyed
@@ -115,14 +122,14 @@ extension VolumeService {
                 metadata: ["volume.name": "\(name)", "droplet.id": "\(other)"])
             return try await forceDetach(volume, from: other, name: name)
         }
-        let holder = await holder(other)
+        let holder = await heartbeat.holder(other)
         if !holder.isRunning {
             logger.warning(
                 "The droplet holding the volume is not running; detaching it from there",
                 metadata: ["volume.name": "\(name)", "droplet.id": "\(other)", "droplet.status": "\(holder.status)"])
             return try await forceDetach(volume, from: other, name: name)
         }
-        let age = heartbeatAge(of: holder, droplet: other)
+        let age = heartbeat.age(of: holder, droplet: other)
         if mode == .lease, let age, age > configuration.leaseTTL {
             logger.warning(
                 "The plugin on the droplet holding the volume has missed its heartbeat; taking the volume from there",
@@ -136,7 +143,7 @@ extension VolumeService {
             "Volume is attached to another droplet; waiting for it to be released",
             metadata: ["volume.name": "\(name)", "droplet.id": "\(other)", "lease.age.s": "\(age.map { "\(Int($0.seconds))" } ?? "none")"])
         let started = time.now()
-        let deadline = limit(after: configuration.handoffTimeout, from: started)
+        let deadline = time.limit(after: configuration.handoffTimeout, from: started)
         var interval = Duration.milliseconds(500)
         var current = other
         while true {
@@ -181,12 +188,12 @@ extension VolumeService {
 
     /// Detaches the volume from another droplet and waits for DigitalOcean to confirm.
     func forceDetach(_ volume: Volume, from other: Int, name: String) async throws -> Volume {
-        let deadline = limit(after: configuration.actionTimeout)
+        let deadline = time.limit(after: configuration.actionTimeout)
         do {
-            let action = try await postAction("detach", name: name, deadline: deadline) {
+            let action = try await actions.post("detach", name: name, deadline: deadline) {
                 try await api.detach(volumeID: volume.id, dropletID: other, region: configuration.region)
             }
-            try await waitForAction(action, volumeID: volume.id, watch: nil, present: false, deadline: deadline, what: "detach", name: name)
+            try await actions.wait(for: action, volumeID: volume.id, watch: nil, present: false, deadline: deadline, what: "detach", name: name)
         } catch let error as DOError where error.reason == .attachmentNotFound || error.code == .notFound {
             // Released meanwhile, or the droplet is gone and its volumes with it.
         } catch let error as DOError {
@@ -200,10 +207,10 @@ extension VolumeService {
     /// Attaches and waits for the action. Returns true when this call attached it.
     func attach(_ volume: Volume, watch: any DeviceWatch, name: String) async throws -> Bool {
         let me = configuration.dropletID
-        let deadline = limit(after: configuration.actionTimeout)
+        let deadline = time.limit(after: configuration.actionTimeout)
         let action: Action
         do {
-            action = try await postAction("attach", name: name, deadline: deadline) {
+            action = try await actions.post("attach", name: name, deadline: deadline) {
                 try await api.attach(volumeID: volume.id, dropletID: me, region: configuration.region)
             }
         } catch let error as DOError where error.reason == .alreadyAttached {
@@ -225,7 +232,7 @@ extension VolumeService {
         logger.info(
             "Attach started", metadata: ["volume.name": "\(name)", "do.action.id": "\(action.id)", "droplet.id": "\(me)"])
         do {
-            try await waitForAction(action, volumeID: volume.id, watch: watch, present: true, deadline: deadline, what: "attach", name: name)
+            try await actions.wait(for: action, volumeID: volume.id, watch: watch, present: true, deadline: deadline, what: "attach", name: name)
         } catch {
             // The attach may still complete: release it then, so nothing stays attached here without a user.
             scheduleRelease(name: name, volumeID: volume.id, doName: volume.name, pending: action.id)
@@ -234,109 +241,156 @@ extension VolumeService {
         return true
     }
 
-    /// Posts an action, retrying while the droplet has a pending event. Other DigitalOcean errors are rethrown.
-    func postAction(
-        _ what: String, name: String, deadline: ContinuousClock.Instant, _ post: () async throws -> Action
-    ) async throws -> Action {
-        var wait = Duration.milliseconds(500)
-        while true {
-            do {
-                return try await post()
-            } catch let error as DOError where error.reason == .pendingEvent {
-                if time.now().advanced(by: wait) > deadline {
-                    throw VolumeError(
-                        .actionFailed,
-                        "cannot \(what) volume \(name): the droplet kept another action pending (\(error.message)); "
-                            + "try again when it has finished")
+    // MARK: Releases
+
+    /// Releases a volume a failed Mount attached: at once while the Mount's deadline leaves time, else (or when that
+    /// fails) in the background, so no attachment is left without a user.
+    func release(volumeID: String, doName: String, name: String) async {
+        guard configuration.detachOnUnmount else { return }
+        do {
+            try await detachHere(volumeID: volumeID, doName: doName, name: name)
+        } catch {
+            logger.warning(
+                "Cannot release the volume after a failed mount yet; retrying in the background",
+                metadata: ["volume.name": "\(name)", "error": "\(error)"])
+            scheduleRelease(name: name, volumeID: volumeID, doName: doName)
+        }
+    }
+
+    /// A release to try again: an unused volume still attached here.
+    struct PendingRelease: Sendable {
+        var name: String
+        var volumeID: String
+        var doName: String
+        /// An attach action still in progress: the release waits until it has finished (a detach before then finds
+        /// nothing to detach, and the attach would complete after it).
+        var pending: Int?
+    }
+
+    /// Asks `retryReleases` to keep trying to release an unused volume: after 5 s, doubling to 60 s, 8 tries (about 6
+    /// minutes), stopping as soon as the volume is in use here again or released. Outside any Mount's deadline.
+    func scheduleRelease(name: String, volumeID: String, doName: String, pending: Int? = nil) {
+        pendingReleases.withLock { $0.append(PendingRelease(name: name, volumeID: volumeID, doName: doName, pending: pending)) }
+        releasesPending.fire()
+    }
+
+    /// Runs the releases `scheduleRelease` asks for, each on its own, until cancelled (the plugin stopping).
+    func retryReleases() async {
+        await withDiscardingTaskGroup { group in
+            var seen = releasesPending.generation
+            while !Task.isCancelled {
+                for release in pendingReleases.withLock({ taken in defer { taken = [] }; return taken }) {
+                    group.addTask {
+                        if let pending = release.pending {
+                            await self.actions.waitUntilFinished(actionID: pending, volumeID: release.volumeID)
+                        }
+                        await self.retryRelease(name: release.name, volumeID: release.volumeID, doName: release.doName)
+                    }
                 }
-                logger.info(
-                    "Droplet has a pending event; retrying",
-                    metadata: ["volume.name": "\(name)", "wait.ms": "\(Int(wait.milliseconds))"])
-                try await time.sleep(wait)
-                wait = min(wait * 2, .seconds(4))
+                await releasesPending.wait(after: seen)
+                seen = releasesPending.generation
             }
         }
     }
 
-    /// Waits for an action to complete. Polls with a growing interval, and — when a device watch is given — asks
-    /// once more the moment the device appears (or disappears), so the device event, not the poll interval, sets
-    /// the pace.
-    func waitForAction(
-        _ action: Action, volumeID: String, watch: (any DeviceWatch)?, present: Bool, deadline: ContinuousClock.Instant,
-        what: String, name: String
-    ) async throws {
-        let started = time.now()
-        var current = action
-        var interval = configuration.initialPollInterval
-        var deviceSettled = false
-        var polls = 0
+    func retryRelease(name: String, volumeID: String, doName: String) async {
+        var wait = configuration.releaseRetryInterval
+        for attempt in 1...8 {
+            do { try await time.sleep(wait) } catch { return }
+            // Cancelled (the plugin stopping): stop trying.
+            guard let finished = try? await volumeLocks.withLock(name, { () -> Bool in
+                guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else {
+                    return true
+                }
+                do {
+                    try await detachHere(volumeID: volumeID, doName: doName, name: name)
+                    return true
+                } catch {
+                    logger.warning(
+                        "Releasing the volume failed again",
+                        metadata: ["volume.name": "\(name)", "attempt": "\(attempt)", "error": "\(error)"])
+                    return false
+                }
+            }) else { return }
+            if finished { return }
+            wait = min(wait * 2, .seconds(60))
+        }
+        logger.error("Gave up releasing the volume; it stays attached to this droplet", metadata: ["volume.name": "\(name)"])
+    }
+
+    /// Releases volumes that DigitalOcean shows attached here but that no container here holds: a plugin killed
+    /// between an attach and its mount, or during an unmount, or a droplet rebooted. An attach requested before the
+    /// plugin stopped may complete after it starts again: such a volume is watched (with polls growing to
+    /// `maxPollInterval`) until it is attached, then released, or until the request can no longer complete: it was
+    /// sent by the Mount's deadline at the latest (after waiting its turn behind the droplet's other actions), and
+    /// takes at most `actionTimeout`. Only
+    /// volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. When DigitalOcean cannot be listed or
+    /// a detach fails (an outage at start-up), it tries again, waiting twice as long each time up to a minute, until
+    /// it has succeeded: an attachment is never left dangling for want of one call. Safe to run while serving: each
+    /// volume's lock is held while it is looked at. Call once at start.
+    func releaseUnused() async {
+        guard configuration.detachOnUnmount else { return }
+        var wait = configuration.initialPollInterval
+        var retry = configuration.releaseRetryInterval
         while true {
-            switch current.status {
-            case .completed:
-                logger.info(
-                    "Action completed",
-                    metadata: [
-                        "volume.name": "\(name)", "do.action.id": "\(action.id)", "do.action.type": "\(what)",
-                        "polls": "\(polls)", "duration.ms": "\(Int(started.duration(to: time.now()).milliseconds))",
-                    ])
-                return
-            case .errored:
-                throw VolumeError(
-                    .actionFailed,
-                    "DigitalOcean reports that the \(what) of volume \(name) failed (action \(action.id)); try again, "
-                        + "and if it keeps failing check the volume in the DigitalOcean control panel")
-            case .inProgress:
-                break
+            if await !releaseUnusedOnce() {
+                do { try await time.sleep(retry) } catch { return }
+                retry = min(retry * 2, .seconds(60))
+                continue
             }
-            let remaining = time.now().duration(to: deadline)
-            if remaining <= .zero {
-                throw VolumeError(
-                    .actionFailed,
-                    "the \(what) of volume \(name) (action \(action.id)) did not finish within "
-                        + "\(Int(started.duration(to: time.now()).seconds.rounded()))s; DigitalOcean may be slow: try again")
+            let now = time.wallClock()
+            var waiting = false
+            for (name, record) in registry.records {
+                guard let requested = record.attachRequested, record.references.isEmpty, record.mountpoint == nil else {
+                    continue
+                }
+                // The request is noted before the Mount waits for its turn on the droplet's actions, and sent before
+                // the Mount's deadline: DigitalOcean has finished it an action's time after that at the latest.
+                if Duration.seconds(now.timeIntervalSince(requested)) > configuration.mountDeadline + configuration.actionTimeout {
+                    // It never happened, or was released above.
+                    registry.update(name) { $0.attachRequested = nil }
+                    await registry.saveOrWarn(logger)
+                } else {
+                    waiting = true
+                }
             }
-            let wait = min(interval, remaining)
-            if let watch, !deviceSettled {
-                deviceSettled = await watch.wait(present: present, within: wait)
-                // The watch answers at once once the task is cancelled: without this, a cancelled wait would poll
-                // DigitalOcean in a tight loop until the action ended.
-                try Task.checkCancellation()
-            } else {
-                try await time.sleep(wait)
-            }
-            current = try await cloud("check the \(what) of volume \(name)") {
-                try await api.action(volumeID: volumeID, actionID: action.id)
-            }
-            polls += 1
-            interval = min(interval * 2, configuration.maxPollInterval)
+            guard waiting else { return }
+            do { try await time.sleep(wait) } catch { return }
+            wait = min(wait * 2, configuration.maxPollInterval)
         }
     }
 
-    func waitForDevice(_ watch: any DeviceWatch, name: String) async throws -> String {
-        let started = time.now()
-        let deadline = limit(after: configuration.deviceTimeout, from: started)
-        if await watch.wait(present: true, within: remaining(until: deadline)), let device = watch.current() {
-            return device
+    /// One look: returns false when DigitalOcean could not be listed or a release failed, to be tried again.
+    func releaseUnusedOnce() async -> Bool {
+        let attachedHere: [Volume]
+        do {
+            attachedHere = try await api.volumes(named: nil, region: configuration.region)
+                .filter { $0.dropletIDs.contains(configuration.dropletID) }
+        } catch {
+            logger.warning("Cannot list volumes to release unused attachments; trying again", metadata: ["error": "\(error)"])
+            return false
         }
-        throw VolumeError(
-            .deviceTimeout,
-            "volume \(name) is attached to this droplet but its device did not appear within "
-                + "\(Int(started.duration(to: time.now()).seconds.rounded()))s in \(configuration.deviceDirectory); check that udev "
-                + "is running and that DEVICE_DIR is the folder udev makes its scsi-0DO_Volume_ links in "
-                + "(/dev/disk/by-id on a droplet)")
-    }
-
-    /// `duration` after `start` (default now), or the Mount's deadline when that comes first.
-    func limit(after duration: Duration, from start: ContinuousClock.Instant? = nil) -> ContinuousClock.Instant {
-        Deadline.bounding((start ?? time.now()).advanced(by: duration))
-    }
-
-    /// The time left until `instant`; zero once it has passed.
-    func remaining(until instant: ContinuousClock.Instant) -> Duration {
-        max(time.now().duration(to: instant), .zero)
-    }
-
-    func deviceLink(_ doName: String) -> String {
-        configuration.deviceDirectory + "/" + VolumeNames.deviceLinkName(for: doName)
+        var released = true
+        for volume in attachedHere {
+            guard let name = registry.records.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
+            else { continue }
+            try? await volumeLocks.withLock(name) {
+                guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else { return }
+                logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
+                do {
+                    try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+                    registry.update(name) { record in
+                        record.attachRequested = nil
+                        record.seen?.attachedTo = nil
+                        record.seen?.device = nil
+                    }
+                    try await registry.save()
+                } catch {
+                    logger.warning("Cannot release attachment; trying again", metadata: ["volume.name": "\(name)", "error": "\(error)"])
+                    released = false
+                }
+            }
+        }
+        return released
     }
 }

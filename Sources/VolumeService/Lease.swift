@@ -1,6 +1,8 @@
 import DigitalOcean
 import FoundationEssentials
 import Logging
+import Timekeeping
+import Synchronization
 
 /// A droplet's heartbeat: the tag `do-storage-lease-<droplet id>-<Unix seconds>` on the droplet, put there by its
 /// plugin while it holds volumes. Other droplets read it in the droplet object they already fetch before a hand-off.
@@ -77,33 +79,59 @@ enum Holder {
 
 /// The heartbeat: renewed every `leaseRenew` while this droplet holds a volume, with at most three DigitalOcean
 /// calls whatever the number of volumes (create the new tag, tag the droplet, delete the previous tag), and none
-/// while it holds nothing. The tag survives restarts, since the state file remembers it.
-extension VolumeService {
+/// while it holds nothing. The tag survives restarts, since the registry saves it. Also reads other droplets'
+/// heartbeats for a hand-off.
+final class Heartbeat: Sendable {
+    private let configuration: ServiceConfiguration
+    private let api: any VolumeAPI
+    private let registry: VolumeRegistry
+    private let time: TimeSource
+    private let logger: Logger
+    /// One renewal or take-down at a time.
+    private let lock: AsyncKeyedLock
+    /// Mounts between their first DigitalOcean call and their end: the droplet holds (or is about to hold) a volume.
+    private let mountsInFlight = Mutex(0)
+
+    init(configuration: ServiceConfiguration, api: any VolumeAPI, registry: VolumeRegistry, time: TimeSource, logger: Logger) {
+        self.configuration = configuration
+        self.api = api
+        self.registry = registry
+        self.time = time
+        self.logger = logger
+        lock = AsyncKeyedLock(time: time) { "this droplet's \($0)" }
+    }
+
+    /// Runs a Mount's work on DigitalOcean and the host: while it runs, the droplet counts as holding a volume.
+    func whileMounting<T: Sendable>(isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> T) async throws -> T {
+        mountsInFlight.withLock { $0 += 1 }
+        defer { mountsInFlight.withLock { $0 -= 1 } }
+        return try await body()
+    }
+
     /// Whether a volume is attached or mounted here (as last seen), or a Mount is bringing one here.
     var holdsVolumes: Bool {
-        mountsInFlight > 0
+        mountsInFlight.withLock { $0 } > 0
             || registry.records.values.contains {
                 $0.seen?.attachedTo == configuration.dropletID || $0.mountpoint != nil || !$0.references.isEmpty
             }
     }
 
-    /// Keeps the heartbeat until the task is cancelled. Start it once, after `reconcileWithHost`.
-    public func keepHeartbeat() async {
+    /// Keeps the heartbeat until the task is cancelled. Start it once, after the registry agrees with the host.
+    func keep() async {
         while !Task.isCancelled {
             // Nothing held and no heartbeat up: nothing to do, and no call.
-            let wait = holdsVolumes || registry.lease != nil ? await heartbeat() : configuration.leaseRenew
+            let wait = holdsVolumes || registry.lease != nil ? await beat() : configuration.leaseRenew
             do { try await time.sleep(wait) } catch { return }
         }
     }
 
     /// One step of the heartbeat: renews it when it is due and this droplet holds a volume, takes it down when this
-    /// droplet holds none. Returns how long until the next step.
-    ///
-    /// - Returns: The time until the next step: what is left of the renewal interval, or at most a minute after a failed renewal.
+    /// droplet holds none. Returns how long until the next step: what is left of the renewal interval, or at most a
+    /// minute after a failed renewal.
     @discardableResult
-    public func heartbeat() async -> Duration {
+    func beat() async -> Duration {
         // Only cancellation (the plugin stopping) ends the wait for the lock.
-        (try? await dropletLock.withLock("lease") {
+        (try? await lock.withLock("lease") {
             let renew = configuration.leaseRenew
             let now = time.wallClock()
             let lease = registry.lease ?? LeaseState()
@@ -131,10 +159,10 @@ extension VolumeService {
                 lease.tag = name
                 lease.renewedAt = now
             }
-            if let oldest = registry.lease?.leftovers.first, await deleteLeaseTag(oldest) {
+            if let oldest = registry.lease?.leftovers.first, await deleteTag(oldest) {
                 registry.updateLease { $0.leftovers.removeAll { $0 == oldest } }
             }
-            await persistLease()
+            await saveLease()
             logger.debug("Heartbeat renewed", metadata: ["lease.tag": "\(name)"])
             return renew
         }) ?? configuration.leaseRenew
@@ -143,30 +171,30 @@ extension VolumeService {
     /// Renews the heartbeat when it is missing or due, before a Mount brings a volume here: another droplet that
     /// finds the volume attached here must find this plugin's heartbeat fresh, or it could take the volume from under
     /// the Mount (an old heartbeat this droplet could not take down, or the first one not yet written). A renewal
-    /// that fails is retried by `keepHeartbeat`; the Mount goes on.
-    func renewHeartbeatIfDue() async {
-        if let renewed = registry.lease?.renewedAt, registry.lease?.tag != nil,
+    /// that fails is retried by `keep`; the Mount goes on.
+    func renewIfDue() async {
+        if let lease = registry.lease, lease.tag != nil, let renewed = lease.renewedAt,
             Duration.seconds(time.wallClock().timeIntervalSince(renewed)) < configuration.leaseRenew
         {
             return
         }
-        await heartbeat()
+        await beat()
     }
 
     /// Deletes the heartbeat and any leftovers: this droplet holds nothing, so it makes no more calls.
     private func takeDown() async {
         let lease = registry.lease ?? LeaseState()
-        for tag in ([lease.tag].compactMap { $0 } + lease.leftovers) where await deleteLeaseTag(tag) {
+        for tag in ([lease.tag].compactMap { $0 } + lease.leftovers) where await deleteTag(tag) {
             registry.updateLease { lease in
                 if tag == lease.tag { lease.tag = nil } else { lease.leftovers.removeAll { $0 == tag } }
             }
         }
-        await persistLease()
+        await saveLease()
         logger.info("Heartbeat taken down: this droplet holds no volume")
     }
 
     /// Deletes a heartbeat tag; true when it is gone (already gone included).
-    private func deleteLeaseTag(_ tag: String) async -> Bool {
+    private func deleteTag(_ tag: String) async -> Bool {
         do {
             try await api.deleteTag(name: tag)
             return true
@@ -178,11 +206,11 @@ extension VolumeService {
         }
     }
 
-    /// Persists the lease; a failure is logged, and the state is saved again with the next change (a restart
-    /// that lost it renews with a new tag and leaves the old one to go stale: harmless, since it only ages).
-    private func persistLease() async {
+    /// Saves the lease; a failure is logged, and the state is saved again with the next change (a restart that lost
+    /// it renews with a new tag and leaves the old one to go stale: harmless, since it only ages).
+    private func saveLease() async {
         do {
-            try await persist()
+            try await registry.save()
         } catch {
             logger.warning("Cannot save the heartbeat in the state file", metadata: ["error": "\(error)"])
         }
@@ -201,7 +229,7 @@ extension VolumeService {
     }
 
     /// How old the holder's heartbeat is by this droplet's clock; nil when it has none.
-    func heartbeatAge(of holder: Holder, droplet: Int) -> Duration? {
+    func age(of holder: Holder, droplet: Int) -> Duration? {
         guard case .droplet(let object) = holder, let beat = LeaseTag.heartbeat(in: object.tags, droplet: droplet) else {
             return nil
         }

@@ -81,3 +81,8 @@ public struct ServiceConfiguration: Sendable {
         self.snapshotMinInterval = snapshotMinInterval
     }
 }
+
+extension ServiceConfiguration {
+    /// Where the volume `name` is mounted on this droplet.
+    func mountpoint(for name: String) -> String { mountRoot + "/" + name }
+}

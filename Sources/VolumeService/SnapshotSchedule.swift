@@ -151,20 +151,20 @@ struct ScheduleBlocked: Error {
 /// Running schedules: on the droplet where a volume is mounted, a snapshot (frozen) each `every`, then retention
 /// over the snapshots the schedule made. At most one snapshot of a volume in flight; a Mount or Unmount never
 /// waits for one (an Unmount thaws a frozen filesystem at once and the snapshot is abandoned).
-extension VolumeService {
+extension Snapshots {
     /// Checks the schedules of the volumes mounted here until the task is cancelled: every minute, or more often
     /// when `SNAPSHOT_MIN_INTERVAL` is short (a tenth of it, at least every second), so a snapshot is late by at
     /// most a tenth of its interval. A check makes no DigitalOcean call unless a snapshot is due.
-    public func runSnapshotSchedules() async {
+    func runSchedules() async {
         let period = min(.seconds(60), max(.seconds(1), configuration.snapshotMinInterval / 10))
         while !Task.isCancelled {
-            await snapshotSchedulesOnce()
+            await schedulesOnce()
             do { try await time.sleep(period) } catch { return }
         }
     }
 
     /// Takes the snapshots that are due now.
-    public func snapshotSchedulesOnce() async {
+    func schedulesOnce() async {
         let now = time.wallClock()
         let due = registry.records.values.filter { record in
             guard record.mountpoint != nil, let schedule = record.schedule else { return false }
@@ -184,7 +184,7 @@ extension VolumeService {
         guard let record = registry[name], let schedule = record.schedule, record.mountpoint != nil else { return }
         let update: (inout VolumeRecord) -> Void
         do {
-            let volume = try await currentVolume(name)
+            let volume = try await finder.current(name)
             let now = time.wallClock()
             let existing = try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }
             let scheduled = existing.filter { $0.tags.contains(SnapshotSchedule.scheduledTag) }
@@ -233,11 +233,7 @@ extension VolumeService {
         }
         try? await volumeLocks.withLock(name) {
             guard registry.update(name, update) != nil else { return }
-            do {
-                try await persist()
-            } catch {
-                logger.warning("Cannot save the plugin's state", metadata: ["error": "\(error)"])
-            }
+            await registry.saveOrWarn(logger)
         }
     }
 
@@ -272,13 +268,6 @@ extension VolumeService {
         return "\(scheduleErrorPrefix) not taken: volume \(name) has \(existing.count) snapshots, DigitalOcean's most; "
             + parts.joined(separator: "; ") + ". Delete some (do-storage snapshot list \(name), then do-storage snapshot "
             + "delete \(name) NAME)" + (scheduled.isEmpty ? "" : " or keep fewer (snapshot_keep)")
-    }
-
-    /// Puts a schedule on an existing volume: its tags change, so it follows the volume. Returns the new tags.
-    func setSchedule(_ schedule: SnapshotSchedule, on volume: Volume, name: String) async throws -> [String] {
-        try await retag(volume, name: name, what: "snapshot schedule", replacing: schedule.tags) {
-            $0.hasPrefix(SnapshotSchedule.everyTagPrefix) || $0.hasPrefix(SnapshotSchedule.keepTagPrefix)
-        }
     }
 
     /// A DigitalOcean time (RFC 3339, with or without fractional seconds).

@@ -152,16 +152,36 @@ public struct StateStore: Sendable {
     /// Runs on the caller's actor up to the write (`nonisolated(nonsending)`), so snapshots are numbered in the order
     /// the caller handed them over, not in the order the global executor happened to run the calls.
     nonisolated(nonsending) public func save(_ state: PersistedState) async throws {
+        try await prepare(state).write()
+    }
+
+    /// Encodes `state` and numbers it, for `PendingSave.write`: call it where the order of saves is decided (under
+    /// the lock of whatever owns the state), and write after.
+    ///
+    /// - Parameter state: The state to save.
+    /// - Returns: The encoded state with its place in the order of saves.
+    /// - Throws: When the state cannot be encoded.
+    public func prepare(_ state: PersistedState) throws -> PendingSave {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
-        let data = try encoder.encode(state)
-        let sequence = writer.next()
-        let directory = self.directory
-        let path = self.path
-        let writer = self.writer
-        try await NIOThreadPool.singleton.runIfActive {
-            try writer.write(sequence) { try Self.writeAtomically(data, to: path, directory: directory) }
+        return PendingSave(data: try encoder.encode(state), sequence: writer.next(), store: self)
+    }
+
+    /// One save, numbered: written unless a later one is on disk already.
+    public struct PendingSave: Sendable {
+        let data: Data
+        let sequence: UInt64
+        let store: StateStore
+
+        /// Writes the state off the cooperative pool; returns once it, or a newer one, is durably on disk.
+        ///
+        /// - Throws: `StateError` `.write` when it cannot be written.
+        public func write() async throws {
+            let (data, sequence, writer, path, directory) = (data, sequence, store.writer, store.path, store.directory)
+            try await NIOThreadPool.singleton.runIfActive {
+                try writer.write(sequence) { try StateStore.writeAtomically(data, to: path, directory: directory) }
+            }
         }
     }
 

@@ -1,76 +1,65 @@
 import DigitalOcean
 import FoundationEssentials
-import Glibc
 import Logging
-import Synchronization
 import Timekeeping
 
-/// The orchestration: brings DigitalOcean volumes to this droplet and mounts them, counts Docker's references,
-/// releases them on the last unmount, and persists what it knows.
+/// The orchestration: Docker's Mount, Unmount, Create and Remove, read top to bottom, over the parts that do the
+/// work — `VolumeRegistry` (the records and the lease: the one owner of state), `VolumeFinder` (names),
+/// `Attachments` (bringing a volume here and releasing it, with `Heartbeat` and `DropletActions`), `Filesystems`,
+/// `Snapshots` (with schedules) and `Provisioning` (volumes on DigitalOcean) — and the long-running work.
 ///
-/// Get, List and Path answer from the registry and never call DigitalOcean. Mount, Unmount,
-/// Create and Remove of one volume are serialised; different volumes proceed in parallel, and this droplet's own
-/// attach/detach actions are serialised (DigitalOcean allows one pending event per droplet).
+/// Get, List and Path answer from the registry and never call DigitalOcean. Mount, Unmount, Create and Remove of one
+/// volume are serialised; different volumes proceed in parallel, and this droplet's own attach/detach actions are
+/// serialised (DigitalOcean allows one pending event per droplet).
 public actor VolumeService: VolumeDriver {
     let configuration: ServiceConfiguration
-    let api: any VolumeAPI
-    let devices: any DeviceWatching
-    let filesystem: any HostFilesystem
-    let store: StateStore
-    let time: TimeSource
     let logger: Logger
-
-    var registry: VolumeRegistry {
-        didSet { publishLookups() }
-    }
-    /// What Get, List and Path answer: the registry's volumes as the protocol shows them, made again whenever the
-    /// registry changes, and read without the actor (the engine sends these by the thousand, from many connections).
-    nonisolated let lookups = Mutex(VolumeLookups())
-    /// Names DigitalOcean did not know, for a short while.
-    var negativeLookups: RecentMisses
-    /// Device sizes at which an online growth failed, by volume name: not tried again until the size changes.
-    var failedOnlineGrowth: [String: UInt64] = [:]
-    /// Mounts between their first DigitalOcean call and their end: the droplet holds (or is about to hold) a volume.
-    var mountsInFlight = 0
+    let time: TimeSource
+    let registry: VolumeRegistry
+    let finder: VolumeFinder
+    let heartbeat: Heartbeat
+    let actions: DropletActions
+    let attachments: Attachments
+    let filesystems: Filesystems
+    let snapshots: Snapshots
+    let provisioning: Provisioning
+    let host: any HostFilesystem
+    let devices: any DeviceWatching
+    /// Each volume's sequences (attach → wait → mount), one at a time.
     let volumeLocks: AsyncKeyedLock
-    /// One snapshot at a time per volume.
-    let snapshotLocks: AsyncKeyedLock
-    /// Filesystems frozen for a snapshot now, by volume name: an Unmount thaws them at once.
-    var activeFreezes: [String: ThawOnce] = [:]
-    let dropletLock: AsyncKeyedLock
-    /// Releases to try again (`scheduleRelease`), taken by `retryReleases`.
-    var pendingReleases: [PendingRelease] = []
-    let releasesPending = EventSignal()
 
     public init(
         configuration: ServiceConfiguration, api: any VolumeAPI, devices: any DeviceWatching,
         filesystem: any HostFilesystem, store: StateStore, time: TimeSource = .system, logger: Logger
     ) throws {
         self.configuration = configuration
-        self.api = api
-        self.devices = devices
-        self.filesystem = filesystem
-        self.store = store
-        self.time = time
         self.logger = logger
-        volumeLocks = AsyncKeyedLock(time: time) { "volume \($0)" }
-        snapshotLocks = AsyncKeyedLock(time: time) { "the snapshot of volume \($0)" }
-        dropletLock = AsyncKeyedLock(time: time) { "this droplet's \($0)" }
-        let loaded = try store.load()
-        self.registry = VolumeRegistry(loaded)
-        self.negativeLookups = RecentMisses(ttl: configuration.negativeLookupTTL)
-        lookups.withLock { $0 = Self.lookups(of: loaded, configuration, generation: 0) }
-    }
-
-    private func publishLookups() {
-        let generation = lookups.withLock { $0.generation } &+ 1
-        let made = Self.lookups(of: registry.state, configuration, generation: generation)
-        lookups.withLock { $0 = made }
-    }
-
-    /// Get's and List's answers for the registry in `state`.
-    static func lookups(of state: PersistedState, _ configuration: ServiceConfiguration, generation: UInt64) -> VolumeLookups {
-        VolumeLookups(state.volumes.values.map { info($0, configuration) }, generation: generation)
+        self.time = time
+        self.host = filesystem
+        self.devices = devices
+        let registry = try VolumeRegistry(store: store, configuration: configuration)
+        let volumeLocks = AsyncKeyedLock(time: time) { "volume \($0)" }
+        let finder = VolumeFinder(configuration: configuration, api: api, registry: registry, time: time, logger: logger)
+        let heartbeat = Heartbeat(configuration: configuration, api: api, registry: registry, time: time, logger: logger)
+        let actions = DropletActions(configuration: configuration, api: api, time: time, logger: logger)
+        let attachments = Attachments(
+            configuration: configuration, api: api, devices: devices, registry: registry, finder: finder,
+            heartbeat: heartbeat, actions: actions, volumeLocks: volumeLocks, time: time, logger: logger)
+        let filesystems = Filesystems(configuration: configuration, host: filesystem, time: time, logger: logger)
+        self.registry = registry
+        self.volumeLocks = volumeLocks
+        self.finder = finder
+        self.heartbeat = heartbeat
+        self.actions = actions
+        self.attachments = attachments
+        self.filesystems = filesystems
+        snapshots = Snapshots(
+            configuration: configuration, api: api, registry: registry, finder: finder, filesystems: filesystems,
+            volumeLocks: volumeLocks, snapshotLocks: AsyncKeyedLock(time: time) { "the snapshot of volume \($0)" }, time: time,
+            logger: logger)
+        provisioning = Provisioning(
+            configuration: configuration, api: api, registry: registry, finder: finder, attachments: attachments,
+            logger: logger)
     }
 
     /// The registry as it stands.
@@ -84,11 +73,11 @@ public actor VolumeService: VolumeDriver {
     ///
     /// - Throws: `DeviceError` when mountinfo cannot be read or a stale mount cannot be unmounted; `VolumeError` `.state` when the state cannot be saved.
     public func reconcileWithHost() async throws {
-        let mounts = try await filesystem.mounts(under: configuration.mountRoot)
+        let mounts = try await host.mounts(under: configuration.mountRoot)
         let mounted = Dictionary(mounts.map { ($0.mountpoint, $0) }, uniquingKeysWith: { first, _ in first })
         var changed = false
         for (name, record) in registry.records {
-            let mountpoint = mountpoint(for: name)
+            let mountpoint = configuration.mountpoint(for: name)
             // Each change is written to the registry as one field, never as a copy of the record from before an await.
             if mounted[mountpoint] == nil {
                 if record.mountpoint != nil || !record.references.isEmpty {
@@ -103,7 +92,7 @@ public actor VolumeService: VolumeDriver {
                 }
             } else if record.references.isEmpty {
                 logger.notice("Unmounting a mount that no container holds", metadata: ["volume.name": "\(name)"])
-                try await filesystem.unmount(path: mountpoint)
+                try await host.unmount(path: mountpoint)
                 registry.update(name) { $0.mountpoint = nil }
                 changed = true
             } else if record.mountpoint == nil {
@@ -111,92 +100,12 @@ public actor VolumeService: VolumeDriver {
                 changed = true
             }
         }
-        if changed { try await persist() }
-    }
-
-    /// Releases volumes that DigitalOcean shows attached here but that no container here holds: a plugin killed
-    /// between an attach and its mount, or during an unmount, or a droplet rebooted. An attach requested before the
-    /// plugin stopped may complete after it starts again: such a volume is watched (with polls growing to
-    /// `maxPollInterval`) until it is attached, then released, or until the request can no longer complete: it was
-    /// sent by the Mount's deadline at the latest (after waiting its turn behind the droplet's other actions), and
-    /// takes at most `actionTimeout`. Only
-    /// volumes in the registry are touched, and only with DETACH_ON_UNMOUNT. When DigitalOcean cannot be listed or
-    /// a detach fails (an outage at start-up), it tries again, waiting twice as long each time up to a minute, until
-    /// it has succeeded: an attachment is never left dangling for want of one call. Safe to run while serving: each
-    /// volume's lock is held while it is looked at. Call once at start.
-    public func releaseUnusedAttachments() async {
-        guard configuration.detachOnUnmount else { return }
-        var wait = configuration.initialPollInterval
-        var retry = configuration.releaseRetryInterval
-        while true {
-            if await !releaseUnusedAttachmentsOnce() {
-                do { try await time.sleep(retry) } catch { return }
-                retry = min(retry * 2, .seconds(60))
-                continue
-            }
-            let now = time.wallClock()
-            var waiting = false
-            for (name, record) in registry.records {
-                guard let requested = record.attachRequested, record.references.isEmpty, record.mountpoint == nil else {
-                    continue
-                }
-                // The request is noted before the Mount waits for its turn on the droplet's actions, and sent before
-                // the Mount's deadline: DigitalOcean has finished it an action's time after that at the latest.
-                if Duration.seconds(now.timeIntervalSince(requested)) > configuration.mountDeadline + configuration.actionTimeout {
-                    // It never happened, or was released above.
-                    registry.update(name) { $0.attachRequested = nil }
-                    do {
-                        try await persist()
-                    } catch {
-                        logger.warning("Cannot save the plugin's state", metadata: ["error": "\(error)"])
-                    }
-                } else {
-                    waiting = true
-                }
-            }
-            guard waiting else { return }
-            do { try await time.sleep(wait) } catch { return }
-            wait = min(wait * 2, configuration.maxPollInterval)
-        }
-    }
-
-    /// One look: returns false when DigitalOcean could not be listed or a release failed, to be tried again.
-    func releaseUnusedAttachmentsOnce() async -> Bool {
-        let attachedHere: [Volume]
-        do {
-            attachedHere = try await api.volumes(named: nil, region: configuration.region)
-                .filter { $0.dropletIDs.contains(configuration.dropletID) }
-        } catch {
-            logger.warning("Cannot list volumes to release unused attachments; trying again", metadata: ["error": "\(error)"])
-            return false
-        }
-        var released = true
-        for volume in attachedHere {
-            guard let name = registry.records.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
-            else { continue }
-            try? await volumeLocks.withLock(name) {
-                guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else { return }
-                logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
-                do {
-                    try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
-                    registry.update(name) { record in
-                        record.attachRequested = nil
-                        record.seen?.attachedTo = nil
-                        record.seen?.device = nil
-                    }
-                    try await persist()
-                } catch {
-                    logger.warning("Cannot release attachment; trying again", metadata: ["volume.name": "\(name)", "error": "\(error)"])
-                    released = false
-                }
-            }
-        }
-        return released
+        if changed { try await registry.save() }
     }
 
     // MARK: VolumeDriver
 
-    public nonisolated var readyLookups: VolumeLookups? { lookups.withLock { $0 } }
+    public nonisolated var readyLookups: VolumeLookups? { registry.lookups }
 
     // Get, List and Path read the ready lookups, never the actor.
 
@@ -205,12 +114,12 @@ public actor VolumeService: VolumeDriver {
     /// `driver_opts` or a service's `volume-opt`, and Create adopts it (checking those options). Had Get found it,
     /// Docker would have dropped them. No DigitalOcean call, so probing every driver for a name stays fast.
     public nonisolated func get(name: String) async throws -> VolumeInfo {
-        guard let info = lookups.withLock({ $0.volume(named: name) }) else { throw VolumeError(.notFound, "no such volume: \(name)") }
+        guard let info = registry.lookups.volume(named: name) else { throw VolumeError(.notFound, "no such volume: \(name)") }
         return info
     }
 
     public nonisolated func list() async throws -> [VolumeInfo] {
-        lookups.withLock { $0.volumes }
+        registry.lookups.volumes
     }
 
     public nonisolated func path(name: String) async throws -> String {
@@ -238,35 +147,37 @@ public actor VolumeService: VolumeDriver {
     func mountWithinDeadline(name: String, id: String) async throws -> String {
         if registry[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
         return try await volumeLocks.withLock(name) {
-            let record = try knownRecord(name)
-            let mountpoint = mountpoint(for: name)
-            if try await isMounted(mountpoint) {
-                try await prepareDataDirectory(record, at: mountpoint)
+            let record = try registry.known(name)
+            let mountpoint = configuration.mountpoint(for: name)
+            if try await filesystems.isMounted(mountpoint) {
+                try await filesystems.prepareDataDirectory(record, at: mountpoint)
                 let mounted = registry.update(name) { record in
                     record.references[id, default: 0] += 1
                     record.mountpoint = mountpoint
                 }
-                try await persist()
+                try await registry.save()
                 logger.debug("Mount reused", metadata: ["volume.name": "\(name)", "references": "\(mounted?.referenceCount ?? 0)"])
                 return (mounted ?? record).shownPath(mountpoint)
             }
             let started = time.now()
-            mountsInFlight += 1
-            defer { mountsInFlight -= 1 }
-            let (volume, device, attachedByUs) = try await bringHere(name)
-            registry.update(name) { $0.saw(volume, device: device) }
-            do {
-                try await mountDevice(device, at: mountpoint, name: name)
-            } catch {
-                if attachedByUs { await release(volumeID: volume.id, doName: record.doName, name: name) }
-                throw error
+            let device = try await heartbeat.whileMounting {
+                let (volume, device, attachedByUs) = try await attachments.bringHere(name)
+                let seen = registry.update(name) { $0.saw(volume, device: device) } ?? record
+                do {
+                    let filesystem = try await filesystems.mount(device, at: mountpoint, record: seen)
+                    registry.update(name) { filesystem.apply(to: &$0) }
+                } catch {
+                    if attachedByUs { await attachments.release(volumeID: volume.id, doName: record.doName, name: name) }
+                    throw error
+                }
+                return device
             }
             let mounted = registry.update(name) { record in
                 record.references[id, default: 0] += 1
                 record.mountpoint = mountpoint
                 record.attachRequested = nil
             }
-            try await persist()
+            try await registry.save()
             logger.info(
                 "Volume mounted",
                 metadata: [
@@ -290,28 +201,28 @@ public actor VolumeService: VolumeDriver {
             }
             let left = registry.update(name) { $0.references[id] = count > 1 ? count - 1 : nil }
             if let left, left.referenceCount > 0 {
-                try await persist()
+                try await registry.save()
                 return
             }
-            let mountpoint = mountpoint(for: name)
+            let mountpoint = configuration.mountpoint(for: name)
             // A snapshot holding it frozen is abandoned: the Unmount does not wait for it.
-            await activeFreezes[name]?.run()
-            try await unmountIfMounted(mountpoint, name: name)
+            await filesystems.thawNow(name)
+            try await filesystems.unmountIfMounted(mountpoint, name: name)
             registry.update(name) { $0.mountpoint = nil }
-            try await persist()
+            try await registry.save()
             logger.info("Volume unmounted", metadata: ["volume.name": "\(name)"])
             if configuration.detachOnUnmount {
-                let volumeID = try await resolveVolumeID(name)
+                let volumeID = try await finder.volumeID(name)
                 do {
-                    try await detachHere(volumeID: volumeID, doName: record.doName, name: name)
+                    try await attachments.detachHere(volumeID: volumeID, doName: record.doName, name: name)
                     registry.update(name) { record in
                         record.seen?.attachedTo = nil
                         record.seen?.device = nil
                     }
-                    try await persist()
+                    try await registry.save()
                 } catch {
                     // The container stops whatever we answer; keep trying so the volume is not left attached here.
-                    scheduleRelease(name: name, volumeID: volumeID, doName: record.doName)
+                    attachments.scheduleRelease(name: name, volumeID: volumeID, doName: record.doName)
                     throw VolumeError(
                         .cloud, "volume \(name) is unmounted but could not be released yet (\(error)); "
                             + "do_storage keeps trying in the background")
@@ -320,188 +231,60 @@ public actor VolumeService: VolumeDriver {
         }
     }
 
-    /// Releases a volume a failed Mount attached: at once while the Mount's deadline leaves time, else (or when that
-    /// fails) in the background, so no attachment is left without a user.
-    func release(volumeID: String, doName: String, name: String) async {
-        guard configuration.detachOnUnmount else { return }
-        do {
-            try await detachHere(volumeID: volumeID, doName: doName, name: name)
-        } catch {
-            logger.warning(
-                "Cannot release the volume after a failed mount yet; retrying in the background",
-                metadata: ["volume.name": "\(name)", "error": "\(error)"])
-            scheduleRelease(name: name, volumeID: volumeID, doName: doName)
-        }
-    }
+    // MARK: Long-running work
 
-    /// A release to try again: an unused volume still attached here.
-    struct PendingRelease: Sendable {
-        var name: String
-        var volumeID: String
-        var doName: String
-        /// An attach action still in progress: the release waits until it has finished (a detach before then finds
-        /// nothing to detach, and the attach would complete after it).
-        var pending: Int?
-    }
+    /// Releases volumes attached here that no container holds, as `Attachments.releaseUnused` says. Call once at start.
+    public func releaseUnusedAttachments() async { await attachments.releaseUnused() }
 
-    /// Asks `retryReleases` to keep trying to release an unused volume: after 5 s, doubling to 60 s, 8 tries (about 6
-    /// minutes), stopping as soon as the volume is in use here again or released. Outside any Mount's deadline.
-    func scheduleRelease(name: String, volumeID: String, doName: String, pending: Int? = nil) {
-        pendingReleases.append(PendingRelease(name: name, volumeID: volumeID, doName: doName, pending: pending))
-        releasesPending.fire()
-    }
+    /// Runs the releases that failed Mounts and Unmounts left to try again, until cancelled.
+    public func retryReleases() async { await attachments.retryReleases() }
 
-    /// Runs the releases `scheduleRelease` asks for, each on its own, until cancelled (the plugin stopping).
-    public func retryReleases() async {
-        await withDiscardingTaskGroup { group in
-            var seen = releasesPending.generation
-            while !Task.isCancelled {
-                for release in pendingReleases {
-                    group.addTask {
-                        if let pending = release.pending {
-                            await self.waitUntilFinished(actionID: pending, volumeID: release.volumeID)
-                        }
-                        await self.retryRelease(name: release.name, volumeID: release.volumeID, doName: release.doName)
-                    }
+    /// Keeps this droplet's heartbeat until cancelled. Start it once, after `reconcileWithHost`.
+    public func keepHeartbeat() async { await heartbeat.keep() }
+
+    /// One step of the heartbeat (see `Heartbeat.beat`); how long until the next.
+    @discardableResult
+    public func heartbeat() async -> Duration { await heartbeat.beat() }
+
+    /// Takes the scheduled snapshots of the volumes mounted here as they fall due, until cancelled.
+    public func runSnapshotSchedules() async { await snapshots.runSchedules() }
+
+    /// Takes the scheduled snapshots that are due now.
+    public func snapshotSchedulesOnce() async { await snapshots.schedulesOnce() }
+
+    /// Grows mounted volumes whose devices grew (a resize on DigitalOcean), on each device event, until cancelled.
+    /// Start it once with the service; it never makes a Mount or Unmount wait longer than one growth.
+    public func growOnDeviceEvents() async {
+        var count = devices.eventCount
+        while !Task.isCancelled {
+            count = await devices.nextEvent(after: count)
+            if Task.isCancelled { return }
+            for name in registry.records.keys.sorted() where registry[name]?.mountpoint != nil {
+                // Only cancellation ends the wait for the lock, and with it the loop.
+                try? await volumeLocks.withLock(name) {
+                    guard let record = registry[name], let mountpoint = record.mountpoint, let device = record.seen?.device,
+                        let type = record.seen.flatMap({ FilesystemType(rawValue: $0.fstype) }),
+                        let growth = await filesystems.grow(
+                            device, type: type, mountpoint: mountpoint, filesystemBytes: record.seen?.filesystemBytes, name: name)
+                    else { return }
+                    registry.update(name) { growth.apply(to: &$0) }
+                    await registry.saveOrWarn(logger)
                 }
-                pendingReleases = []
-                await releasesPending.wait(after: seen)
-                seen = releasesPending.generation
             }
         }
     }
 
-    /// Polls an action until it is no longer in progress (at most the action timeout, five times over).
-    func waitUntilFinished(actionID: Int, volumeID: String) async {
-        let deadline = time.now().advanced(by: configuration.actionTimeout * 5)
-        var interval = configuration.initialPollInterval
-        while time.now() < deadline {
-            do { try await time.sleep(interval) } catch { return }
-            if let action = try? await api.action(volumeID: volumeID, actionID: actionID), action.status != .inProgress {
-                return
-            }
-            interval = min(interval * 2, configuration.maxPollInterval)
-        }
+    // MARK: The command line's snapshots
+
+    public func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo {
+        try await snapshots.create(volume: volume, name: name)
     }
 
-    func retryRelease(name: String, volumeID: String, doName: String) async {
-        var wait = configuration.releaseRetryInterval
-        for attempt in 1...8 {
-            do { try await time.sleep(wait) } catch { return }
-            // Cancelled (the plugin stopping): stop trying.
-            guard let finished = try? await volumeLocks.withLock(name, { () -> Bool in
-                guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else {
-                    return true
-                }
-                do {
-                    try await detachHere(volumeID: volumeID, doName: doName, name: name)
-                    return true
-                } catch {
-                    logger.warning(
-                        "Releasing the volume failed again",
-                        metadata: ["volume.name": "\(name)", "attempt": "\(attempt)", "error": "\(error)"])
-                    return false
-                }
-            }) else { return }
-            if finished { return }
-            wait = min(wait * 2, .seconds(60))
-        }
-        logger.error("Gave up releasing the volume; it stays attached to this droplet", metadata: ["volume.name": "\(name)"])
+    public func listSnapshots(volume: String) async throws -> [SnapshotInfo] {
+        try await snapshots.list(volume: volume)
     }
 
-    // MARK: Helpers
-
-    /// What `docker volume inspect` shows: the plugin's registry and what it last saw of the volume, with no
-    /// DigitalOcean call.
-    static func info(_ record: VolumeRecord, _ configuration: ServiceConfiguration) -> VolumeInfo {
-        let seen = record.seen
-        var status: [String: String] = [
-            "do_id": record.volumeID ?? "",
-            "do_name": record.doName,
-            "region": configuration.region,
-            "size_gib": seen.map { String($0.sizeGiB) } ?? "",
-            "fstype": seen?.fstype ?? "",
-            "attached_to": seen?.attachedTo.map(String.init) ?? "",
-            "device": seen?.attachedTo == configuration.dropletID ? seen?.device ?? "" : "",
-            "mounts": String(record.referenceCount),
-            "created_by_plugin": seen.map { String($0.createdByPlugin) } ?? "",
-            "last_error": record.lastError ?? "",
-            "snapshots": record.snapshotCount.map(String.init) ?? "",
-            "last_snapshot": record.lastSnapshot ?? "",
-            "snapshot_every": record.schedule.map { SnapshotSchedule.text($0.every) } ?? "",
-            "snapshot_keep": record.schedule?.keep.description ?? "",
-        ]
-        if let consistency = record.cloneConsistency { status["clone_consistency"] = consistency.rawValue }
-        // What a container sees: the data directory (with its owner and mode) or the filesystem's root.
-        status["container_sees"] = record.dataDirectory.map { "data directory (\(DataDirectory.name)/ of the filesystem, "
-            + "owner:group mode \($0.statusText))" } ?? "filesystem root (volume not made by do_storage)"
-        return VolumeInfo(
-            name: record.name, mountpoint: record.mountpoint.map(record.shownPath) ?? "", createdAt: record.createdAt, status: status)
-    }
-
-    func mountpoint(for name: String) -> String { configuration.mountRoot + "/" + name }
-
-    func persist() async throws {
-        do {
-            try await store.save(registry.state)
-        } catch {
-            throw VolumeError(.state, "cannot save the plugin's state: \(error)")
-        }
-    }
-
-    /// Looks a name up on DigitalOcean, remembering misses for a short while.
-    func lookUp(doName: String, name: String) async throws -> Volume? {
-        if negativeLookups.contains(doName, now: time.now()) { return nil }
-        let found = try await cloud("look up volume \(doName)") {
-            try await api.volumes(named: doName, region: configuration.region)
-        }.first { $0.name == doName }
-        if found == nil { negativeLookups.remember(doName, now: time.now()) } else { negativeLookups.forget(doName) }
-        return found
-    }
-
-    /// Runs a DigitalOcean call, turning its failure into a `VolumeError` that says what was being done.
-    func cloud<T: Sendable>(_ what: String, _ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch let error as DOError {
-            throw VolumeError(.cloud, "cannot \(what): \(error)")
-        } catch let error as VolumeError {
-            throw error
-        } catch is CancellationError {
-            throw VolumeError(.cloud, "cannot \(what): cancelled")
-        } catch {
-            throw VolumeError(.cloud, "cannot \(what): \(error)")
-        }
-    }
-
-    func isMounted(_ mountpoint: String) async throws -> Bool {
-        try await filesystem.mounts(under: mountpoint).contains { $0.mountpoint == mountpoint }
-    }
-
-    func unmountIfMounted(_ mountpoint: String, name: String) async throws {
-        guard try await isMounted(mountpoint) else { return }
-        do {
-            try await filesystem.unmount(path: mountpoint)
-        } catch {
-            throw VolumeError(.unmountFailed, "cannot unmount volume \(name) at \(mountpoint): \(error)")
-        }
-    }
-
-    /// The record of `name`, which this droplet knows; else "no such volume".
-    func knownRecord(_ name: String) throws -> VolumeRecord {
-        guard let record = registry[name] else { throw VolumeError(.notFound, "no such volume: \(name)") }
-        return record
-    }
-
-    /// The DigitalOcean id of `name`'s volume: the one the registry has, else looked up by its DigitalOcean name.
-    func resolveVolumeID(_ name: String) async throws -> String {
-        let record = try knownRecord(name)
-        if let id = record.volumeID { return id }
-        let doName = record.doName
-        guard let volume = try await lookUp(doName: doName, name: name) else {
-            throw VolumeError(.notFound, "the DigitalOcean volume \(doName) no longer exists in region \(configuration.region)")
-        }
-        registry.update(name) { $0.volumeID = volume.id }
-        return volume.id
+    public func deleteSnapshot(volume: String, snapshot: String) async throws {
+        try await snapshots.delete(volume: volume, snapshot: snapshot)
     }
 }

@@ -95,25 +95,6 @@ import Timekeeping
         #expect(try await a.service.get(name: "pgdata").status["snapshots"] == "3")
     }
 
-    /// The registry's transitions change a record in place, field by field: what another change set meanwhile
-    /// stays, a name it does not know is left alone, and a heartbeat with nothing left is none.
-    @Test func theRegistryChangesRecordsInPlace() throws {
-        var registry = VolumeRegistry(PersistedState())
-        registry.add(VolumeRecord(name: "v", doName: "v", createdAt: Date(timeIntervalSince1970: 0)))
-        registry.update("v") { $0.snapshotCount = 7 }
-        let changed = registry.update("v") { $0.references["c", default: 0] += 1 }
-        #expect(changed?.snapshotCount == 7 && changed?.references == ["c": 1])
-        #expect(registry["v"] == changed)
-        #expect(registry.update("w") { $0.snapshotCount = 1 } == nil)
-        #expect(registry.records.keys.sorted() == ["v"])
-        registry.updateLease { $0.tag = "do-storage-lease-1" }
-        #expect(registry.lease?.tag == "do-storage-lease-1")
-        registry.updateLease { $0.tag = nil }
-        #expect(registry.lease == nil)
-        registry.remove("v")
-        #expect(registry.records.isEmpty)
-    }
-
     /// A plugin killed while its detach is under way, then asked to mount the volume again: the detach completes
     /// meanwhile, so the new Mount must not take the volume for attached and mount it. (Found by the model test.)
     @Test func aMountAfterARestartWaitsOutADetachStillUnderWay() async throws {

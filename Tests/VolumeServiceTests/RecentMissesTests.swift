@@ -35,7 +35,7 @@ import TestSupport
             await #expect(throws: VolumeError.self) { try await node.service.mount(name: "missing-\(index)", id: "c") }
         }
         #expect(harness.api.calls.total == 3000)
-        #expect(await node.service.negativeLookups.count <= 1024)
+        #expect(await node.service.finder.rememberedMisses <= 1024)
         // A remembered miss is answered without asking DigitalOcean again.
         harness.api.calls.reset()
         await #expect(throws: VolumeError.self) { try await node.service.mount(name: "missing-2999", id: "c") }

@@ -69,26 +69,39 @@ public final class ServiceHarness: Sendable {
         time: TimeSource? = nil, configure: (inout ServiceConfiguration) -> Void = { _ in }
     ) async throws -> Node {
         let time = time ?? testTime?.timeSource ?? .system
+        var configuration = try await configuration(droplet: droplet)
+        configure(&configuration)
+        let service = try VolumeService(
+            configuration: configuration, api: api ?? self.api, devices: devices(time: time),
+            filesystem: filesystem, store: store(droplet: droplet), time: time, logger: Logger(label: "test"))
+        let background = Task { await service.retryReleases() }
+        retries.withLockedValue { $0.append(background) }
+        return Node(service: service, filesystem: filesystem, configuration: configuration, retries: background)
+    }
+
+    /// The settings of a droplet in the world (added when it is not there yet), as `node` gives its service.
+    public func configuration(droplet: Int) async throws -> ServiceConfiguration {
         let deviceDirectory = "\(root)/droplet-\(droplet)/by-id"
         if (try? await world.droplet(id: droplet)) == nil {
             try await world.addDroplet(id: droplet, region: "nyc1", deviceDirectory: deviceDirectory)
         }
-        var configuration = ServiceConfiguration(
+        return ServiceConfiguration(
             dropletID: droplet, region: "nyc1", deviceDirectory: deviceDirectory,
             mountRoot: "\(root)/droplet-\(droplet)/mnt", handoffTimeout: .seconds(2),
             initialPollInterval: .milliseconds(20), maxPollInterval: .milliseconds(200), actionTimeout: .seconds(10),
             deviceTimeout: .seconds(5))
-        configure(&configuration)
-        let service = try VolumeService(
-            configuration: configuration, api: api ?? self.api,
-            devices: SignalDeviceWatcher(signal: signal, fallbackInterval: .milliseconds(500), time: time) { path in
-                FileManager.default.fileExists(atPath: path) ? path : nil
-            },
-            filesystem: filesystem, store: StateStore(directory: "\(root)/droplet-\(droplet)/state"), time: time,
-            logger: Logger(label: "test"))
-        let background = Task { await service.retryReleases() }
-        retries.withLockedValue { $0.append(background) }
-        return Node(service: service, filesystem: filesystem, configuration: configuration, retries: background)
+    }
+
+    /// The device watcher of every droplet: the world's devices are files, and their changes fire it at once.
+    public func devices(time: TimeSource? = nil) -> SignalDeviceWatcher {
+        SignalDeviceWatcher(signal: signal, fallbackInterval: .milliseconds(500), time: time ?? testTime?.timeSource ?? .system) { path in
+            FileManager.default.fileExists(atPath: path) ? path : nil
+        }
+    }
+
+    /// Where a droplet's plugin keeps its state.
+    public func store(droplet: Int) -> StateStore {
+        StateStore(directory: "\(root)/droplet-\(droplet)/state")
     }
 
     @discardableResult
