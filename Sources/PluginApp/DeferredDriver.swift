@@ -104,4 +104,16 @@ public final class DeferredDriver<Built: VolumeDriver>: VolumeDriver {
     public func deleteSnapshot(volume: String, snapshot: String) async throws {
         try await driver().deleteSnapshot(volume: volume, snapshot: snapshot)
     }
+    public func commit(volume: String, message: String) async throws -> CommitInfo {
+        try await driver().commit(volume: volume, message: message)
+    }
+    public func log(volume: String) async throws -> [CommitInfo] { try await driver().log(volume: volume) }
+    public func branches(volume: String) async throws -> [BranchInfo] { try await driver().branches(volume: volume) }
+    public func checkout(volume: String, branch: String, create: Bool, from commit: String?) async throws -> BranchInfo {
+        try await driver().checkout(volume: volume, branch: branch, create: create, from: commit)
+    }
+    public func reset(volume: String, to commit: String?) async throws -> String { try await driver().reset(volume: volume, to: commit) }
+    public func deleteBranch(volume: String, branch: String) async throws -> String {
+        try await driver().deleteBranch(volume: volume, branch: branch)
+    }
 }

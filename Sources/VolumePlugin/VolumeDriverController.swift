@@ -102,6 +102,25 @@ public struct VolumeDriverController: Sendable {
                 try await driver.create(name: body.volume, options: ["from_snapshot": body.snapshot ?? ""])
                 return Self.ok
             },
+            Self.route(.commit, logger) { (body: HistoryRequest) in
+                Self.encode(CommitResponse(commit: try await driver.commit(volume: body.volume, message: body.message ?? "")))
+            },
+            Self.route(.log, logger) { (body: HistoryRequest) in
+                Self.encode(LogResponse(commits: try await driver.log(volume: body.volume)))
+            },
+            Self.route(.branches, logger) { (body: HistoryRequest) in
+                Self.encode(BranchListResponse(branches: try await driver.branches(volume: body.volume)))
+            },
+            Self.route(.checkout, logger) { (body: HistoryRequest) in
+                Self.encode(BranchResponse(branch: try await driver.checkout(
+                    volume: body.volume, branch: body.branch ?? "", create: body.create ?? false, from: body.commit)))
+            },
+            Self.route(.reset, logger) { (body: HistoryRequest) in
+                Self.encode(DoneResponse(message: try await driver.reset(volume: body.volume, to: body.commit)))
+            },
+            Self.route(.branchDelete, logger) { (body: HistoryRequest) in
+                Self.encode(DoneResponse(message: try await driver.deleteBranch(volume: body.volume, branch: body.branch ?? "")))
+            },
         ].map { ($0.0, Endpoint.route($0.1, immediate: nil)) }
         endpoints = Dictionary(uniqueKeysWithValues: fixed + lookups + routes)
     }
@@ -129,6 +148,8 @@ public struct VolumeDriverController: Sendable {
         case list = "VolumeDriver.List"
         case snapshotCreate = "DoStorage.SnapshotCreate", snapshotList = "DoStorage.SnapshotList"
         case snapshotDelete = "DoStorage.SnapshotDelete", restore = "DoStorage.Restore"
+        case commit = "DoStorage.Commit", log = "DoStorage.Log", branches = "DoStorage.Branches"
+        case checkout = "DoStorage.Checkout", reset = "DoStorage.Reset", branchDelete = "DoStorage.BranchDelete"
 
         /// `Mount`, `SnapshotCreate`: the name in the logs.
         var name: Substring { rawValue[rawValue.index(after: rawValue.firstIndex(of: ".")!)...] }
@@ -136,7 +157,7 @@ public struct VolumeDriverController: Sendable {
         /// Lookups the engine sends all the time log at debug; changes at info.
         var level: Logger.Level {
             switch self {
-            case .path, .get, .list, .snapshotList: .debug
+            case .path, .get, .list, .snapshotList, .log, .branches: .debug
             default: .info
             }
         }
@@ -221,6 +242,86 @@ public struct VolumeDriverController: Sendable {
             volume = try c.decodeIfPresent(String.self, forKey: .volume) ?? ""
             name = try c.decodeIfPresent(String.self, forKey: .name)
             snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot)
+        }
+    }
+
+    /// The history commands' requests: the Docker volume, and a commit's message, a commit, a branch.
+    public struct HistoryRequest: Codable, Sendable, DriverRequest {
+        public var volume: String
+        public var message: String?
+        public var commit: String?
+        public var branch: String?
+        /// For a checkout: make the branch.
+        public var create: Bool?
+        static let empty = HistoryRequest(volume: "")
+        var volumeName: String { volume }
+        public init(volume: String, message: String? = nil, commit: String? = nil, branch: String? = nil, create: Bool? = nil) {
+            self.volume = volume
+            self.message = message
+            self.commit = commit
+            self.branch = branch
+            self.create = create
+        }
+        enum CodingKeys: String, CodingKey {
+            case volume = "Volume"
+            case message = "Message"
+            case commit = "Commit"
+            case branch = "Branch"
+            case create = "Create"
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            volume = try c.decodeIfPresent(String.self, forKey: .volume) ?? ""
+            message = try c.decodeIfPresent(String.self, forKey: .message)
+            commit = try c.decodeIfPresent(String.self, forKey: .commit)
+            branch = try c.decodeIfPresent(String.self, forKey: .branch)
+            create = try c.decodeIfPresent(Bool.self, forKey: .create)
+        }
+    }
+
+    public struct BranchResponse: Codable, Sendable {
+        public var branch: BranchInfo
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case branch = "Branch"
+            case err = "Err"
+        }
+    }
+
+    public struct BranchListResponse: Codable, Sendable {
+        public var branches: [BranchInfo]
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case branches = "Branches"
+            case err = "Err"
+        }
+    }
+
+    /// What a step did, in a sentence.
+    public struct DoneResponse: Codable, Sendable {
+        public var message: String
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case message = "Message"
+            case err = "Err"
+        }
+    }
+
+    public struct CommitResponse: Codable, Sendable {
+        public var commit: CommitInfo
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case commit = "Commit"
+            case err = "Err"
+        }
+    }
+
+    public struct LogResponse: Codable, Sendable {
+        public var commits: [CommitInfo]
+        public var err = ""
+        enum CodingKeys: String, CodingKey {
+            case commits = "Commits"
+            case err = "Err"
         }
     }
 

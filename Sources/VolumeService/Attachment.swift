@@ -46,12 +46,12 @@ final class Attachments: Sendable {
         let record = try registry.known(name)
         let me = configuration.dropletID
         var volume = try await finder.current(name)
-        let watch = devices.watch(path: actions.deviceLink(record.doName))
+        let watch = devices.watch(path: actions.deviceLink(volume.name))
         if volume.dropletIDs.contains(me), registry[name]?.detachRequested != nil {
             // A detach asked for before (by a plugin killed before it completed) may still be under way and would
             // take the disk from under this mount: it is seen through first, and the volume attached anew.
             logger.notice("A detach of the volume may still be under way; detaching before attaching again", metadata: ["volume.name": "\(name)"])
-            try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+            try await detachHere(volumeID: volume.id, doName: volume.name, name: name)
             volume.dropletIDs = []
         }
         if volume.dropletIDs.contains(me) {
@@ -61,6 +61,19 @@ final class Attachments: Sendable {
         await heartbeat.renewIfDue()
         if let other = volume.dropletIDs.first {
             volume = try await takeFrom(droplet: other, volume: volume, name: name, mode: record.takeover ?? configuration.takeover)
+            // A droplet that held it to switch the volume's branch lets go of the branch it left: mount the current.
+            if volume.tags.contains(History.branchedTag) {
+                let now = try await finder.current(name)
+                if now.id != volume.id {
+                    guard now.dropletIDs.isEmpty else {
+                        throw VolumeError(
+                            .attachedElsewhere,
+                            "volume \(name) changed branch while this Mount waited, and its current branch is attached to "
+                                + "droplet \(now.dropletIDs[0]); try again once it is released there")
+                    }
+                    volume = now
+                }
+            }
         }
         // Written before the request: a plugin killed from here on finds it at its next start.
         registry.update(name) { $0.attachRequested = time.wallClock() }
@@ -72,7 +85,7 @@ final class Attachments: Sendable {
         do {
             return (volume, try await actions.device(watch, name: name), attached)
         } catch {
-            if attached { await release(volumeID: volume.id, doName: record.doName, name: name) }
+            if attached { await release(volumeID: volume.id, doName: volume.name, name: name) }
             throw error
         }
     }
@@ -372,13 +385,15 @@ final class Attachments: Sendable {
         }
         var released = true
         for volume in attachedHere {
+            // The record's volume, or another volume of its history a step held here (a branch it left).
             guard let name = registry.records.first(where: { $0.value.volumeID == volume.id || $0.value.doName == volume.name })?.key
+                ?? VolumeNames.dockerName(fromTags: volume.tags).flatMap({ registry[$0] != nil ? $0 : nil })
             else { continue }
             try? await volumeLocks.withLock(name) {
                 guard let record = registry[name], record.references.isEmpty, record.mountpoint == nil else { return }
                 logger.notice("Releasing an attachment no container holds", metadata: ["volume.name": "\(name)"])
                 do {
-                    try await detachHere(volumeID: volume.id, doName: record.doName, name: name)
+                    try await detachHere(volumeID: volume.id, doName: volume.name, name: name)
                     registry.update(name) { record in
                         record.attachRequested = nil
                         record.seen?.attachedTo = nil

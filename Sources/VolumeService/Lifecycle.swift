@@ -22,7 +22,11 @@ extension VolumeService {
         try await volumeLocks.withLock(name) {
             // Docker retries Create, and swarm sends it for every task: a known volume is done.
             if registry[name] != nil { return }
-            let (doName, existing) = try await finder.resolve(name)
+            var (doName, existing) = try await finder.resolve(name)
+            if existing == nil, let head = try await finder.branchedHead(of: name) {
+                // A history whose first volume a reset replaced: its current branch.
+                (doName, existing) = (head.name, head)
+            }
             if let existing {
                 if options.fromSnapshot != nil || options.cloneOf != nil,
                     !existing.tags.contains(where: { $0.hasPrefix(VolumeNames.originTagPrefix) })
@@ -143,5 +147,6 @@ extension VolumeRecord {
             device: device, createdByPlugin: volume.tags.contains(VolumeNames.markerTag))
         schedule = SnapshotSchedule(tags: volume.tags)
         dataDirectory = DataDirectory(tags: volume.tags)
+        branch = volume.tags.contains(where: { $0.hasPrefix(History.branchTagPrefix) }) ? History.branch(of: volume) : nil
     }
 }

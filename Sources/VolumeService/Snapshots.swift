@@ -29,15 +29,21 @@ struct Snapshots: Sendable {
         guard !snapshotName.isEmpty, snapshotName.utf8.count <= 255 else {
             throw VolumeError(.invalidOption, "a snapshot name has 1 to 255 characters")
         }
+        return Self.info(try await take(of: name, name: snapshotName, tags: []))
+    }
+
+    /// Takes a snapshot of the Docker volume `name`, whether or not this droplet knows it: frozen when it is mounted
+    /// here, and noted in its record when this droplet knows it.
+    func take(of name: String, name snapshotName: String, tags: [String]) async throws -> Snapshot {
         if registry[name] != nil {
             return try await volumeLocks.withLock(name) {
                 let volume = try await finder.current(name)
-                let (snapshot, _) = try await takeSnapshot(of: volume, volume: name, name: snapshotName, tags: [])
+                let (snapshot, _) = try await takeSnapshot(of: volume, volume: name, name: snapshotName, tags: tags)
                 try await registry.save()
-                return Self.info(snapshot)
+                return snapshot
             }
         }
-        return Self.info(try await snapshot(try await finder.onDigitalOcean(name), name: snapshotName, tags: []))
+        return try await snapshot(try await finder.onDigitalOcean(name), name: snapshotName, tags: tags)
     }
 
     func list(volume name: String) async throws -> [SnapshotInfo] {
@@ -77,7 +83,7 @@ struct Snapshots: Sendable {
     static func info(_ snapshot: Snapshot) -> SnapshotInfo {
         let origin =
             snapshot.tags.contains(SnapshotSchedule.scheduledTag) ? "scheduled"
-            : snapshot.tags.contains(cloneTag) ? "clone" : "manual"
+            : snapshot.tags.contains(cloneTag) ? "clone" : snapshot.tags.contains(History.commitTag) ? "commit" : "manual"
         return SnapshotInfo(
             id: snapshot.id, name: snapshot.name, createdAt: snapshot.createdAt, sizeGigabytes: snapshot.sizeGigabytes,
             origin: origin)

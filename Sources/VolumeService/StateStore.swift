@@ -42,6 +42,10 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     /// How many snapshots the volume had, and its newest ("name at time"), as last seen.
     public var snapshotCount: Int?
     public var lastSnapshot: String?
+    /// The newest commit of the volume's current branch ("id message"), as last seen.
+    public var head: String?
+    /// The current branch of its history, as its volume's tags said when last seen; nil: `main`.
+    public var branch: String?
     /// The volume's snapshot schedule, as its tags said when last seen.
     public var schedule: SnapshotSchedule?
     /// When the schedule last took a snapshot (wall clock), as last seen.

@@ -14,4 +14,10 @@ public struct UnconfiguredDriver: VolumeDriver {
     public func createSnapshot(volume: String, name: String?) async throws -> SnapshotInfo { throw error }
     public func listSnapshots(volume: String) async throws -> [SnapshotInfo] { throw error }
     public func deleteSnapshot(volume: String, snapshot: String) async throws { throw error }
+    public func commit(volume: String, message: String) async throws -> CommitInfo { throw error }
+    public func log(volume: String) async throws -> [CommitInfo] { throw error }
+    public func branches(volume: String) async throws -> [BranchInfo] { throw error }
+    public func checkout(volume: String, branch: String, create: Bool, from commit: String?) async throws -> BranchInfo { throw error }
+    public func reset(volume: String, to commit: String?) async throws -> String { throw error }
+    public func deleteBranch(volume: String, branch: String) async throws -> String { throw error }
 }

@@ -70,6 +70,52 @@ public protocol VolumeDriver: Sendable {
     ///   - snapshot: the snapshot's name or id, among this volume's snapshots only.
     /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do. `.notFound` when the volume has no such snapshot.
     func deleteSnapshot(volume: String, snapshot: String) async throws
+    /// Commits the volume's data: a snapshot with a message on its current branch, frozen when it is mounted here.
+    ///
+    /// - Parameters:
+    ///   - volume: the Docker volume name.
+    ///   - message: one line saying what the commit holds.
+    /// - Returns: the commit.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
+    func commit(volume: String, message: String) async throws -> CommitInfo
+    /// The commits of the volume's current branch.
+    ///
+    /// - Parameter volume: the Docker volume name.
+    /// - Returns: its commits, newest first.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
+    func log(volume: String) async throws -> [CommitInfo]
+    /// The branches of the volume's history, the current one marked.
+    ///
+    /// - Parameter volume: the Docker volume name.
+    /// - Returns: its branches, by name.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
+    func branches(volume: String) async throws -> [BranchInfo]
+    /// Makes a branch current: an existing one, or (`create`) a new one made from a commit of the current branch.
+    ///
+    /// - Parameters:
+    ///   - volume: the Docker volume name.
+    ///   - branch: the branch.
+    ///   - create: whether to make it.
+    ///   - commit: for a new branch, the commit to make it from; nil for the current branch's newest.
+    /// - Returns: the branch, now current.
+    /// - Throws: `VolumeError`: `.inUse` while the volume is mounted here or attached to another droplet.
+    func checkout(volume: String, branch: String, create: Bool, from commit: String?) async throws -> BranchInfo
+    /// Replaces the current branch's data with one of its commits.
+    ///
+    /// - Parameters:
+    ///   - volume: the Docker volume name.
+    ///   - commit: the commit's id; nil for the newest.
+    /// - Returns: what was done, in a sentence.
+    /// - Throws: `VolumeError`: `.inUse` while the volume is mounted here or attached to another droplet.
+    func reset(volume: String, to commit: String?) async throws -> String
+    /// Deletes a branch that is not current.
+    ///
+    /// - Parameters:
+    ///   - volume: the Docker volume name.
+    ///   - branch: the branch.
+    /// - Returns: what was done, in a sentence.
+    /// - Throws: `VolumeError`, whose code says what went wrong and whose message says what to do.
+    func deleteBranch(volume: String, branch: String) async throws -> String
     /// Get, List and Path's answers as they stand, for a caller that must not wait (the protocol's channel handler
     /// answers from them on the connection's thread); nil where the driver has none ready (it is still starting).
     /// A name they lack is asked of `get(name:)`, which says why.

@@ -14,6 +14,8 @@ final class VolumeFinder: Sendable {
     private let logger: Logger
     /// Names DigitalOcean did not know, for a short while.
     private let misses: Mutex<RecentMisses>
+    /// The region's volumes of branched histories, as last listed, for a short while.
+    private let branched = Mutex<(at: ContinuousClock.Instant, volumes: [Volume])?>(nil)
 
     init(configuration: ServiceConfiguration, api: any VolumeAPI, registry: VolumeRegistry, time: TimeSource, logger: Logger) {
         self.configuration = configuration
@@ -70,8 +72,58 @@ final class VolumeFinder: Sendable {
     }
 
     /// The volume of `name`, which this droplet knows, as DigitalOcean has it now: by id when known, else by name (a
-    /// volume deleted and re-created out of band gets a new id, so a 404 by id falls back to the name).
+    /// volume deleted and re-created out of band gets a new id, so a 404 by id falls back to the name). A volume
+    /// whose history has branches (`History.branchedTag`) is the current branch's, whichever this droplet
+    /// remembered; the record follows it.
     func current(_ name: String) async throws -> Volume {
+        let found = try await remembered(name)
+        guard found == nil || found!.tags.contains(History.branchedTag) else { return found! }
+        guard let volume = History.head(of: try await historyVolumes(of: name)) ?? found else {
+            let doName = try registry.known(name).doName
+            throw VolumeError(
+                .notFound,
+                "the DigitalOcean volume \(doName) does not exist in region \(configuration.region); "
+                    + "create it, or docker volume rm \(name)")
+        }
+        if volume.id != found?.id {
+            logger.info("The volume's current branch is another volume", metadata: ["volume.name": "\(name)", "do.volume.id": "\(volume.id)"])
+            registry.update(name) { record in
+                record.volumeID = volume.id
+                record.doName = volume.name
+            }
+        }
+        return volume
+    }
+
+    /// Every DigitalOcean volume in this region that carries `name`'s name tag: its history's branches, and what an
+    /// interrupted step left.
+    func historyVolumes(of name: String) async throws -> [Volume] {
+        let tag = VolumeNames.nameTag(for: name)
+        return try await cloud("list the volumes of \(name)'s history") {
+            try await api.volumes(named: nil, region: configuration.region)
+        }.filter { $0.tags.contains(tag) }
+    }
+
+    /// The current branch's volume of `name`'s history when it has branched, for a name this droplet does not know
+    /// and whose DigitalOcean name has no volume (a reset replaced it). One listing of the region's volumes answers
+    /// for every name for `negativeLookupTTL`, so a stream of unknown names costs one call, not one each.
+    func branchedHead(of name: String) async throws -> Volume? {
+        let now = time.now()
+        let cached = branched.withLock { $0.flatMap { $0.at.duration(to: now) < configuration.negativeLookupTTL ? $0.volumes : nil } }
+        let volumes: [Volume]
+        if let cached {
+            volumes = cached
+        } else {
+            volumes = try await cloud("list the region's volumes") { try await api.volumes(named: nil, region: configuration.region) }
+                .filter { $0.tags.contains(History.branchedTag) }
+            branched.withLock { $0 = (now, volumes) }
+        }
+        let tag = VolumeNames.nameTag(for: name)
+        return History.head(of: volumes.filter { $0.tags.contains(tag) })
+    }
+
+    /// The volume this droplet remembers for `name`, by id, else by name; nil when DigitalOcean has neither.
+    private func remembered(_ name: String) async throws -> Volume? {
         let record = try registry.known(name)
         if let id = record.volumeID {
             do {
@@ -84,12 +136,7 @@ final class VolumeFinder: Sendable {
                 throw VolumeError(.cloud, "cannot read volume \(name) from DigitalOcean: \(error)")
             }
         }
-        guard let volume = try await lookUp(doName: record.doName) else {
-            throw VolumeError(
-                .notFound,
-                "the DigitalOcean volume \(record.doName) does not exist in region \(configuration.region); "
-                    + "create it, or docker volume rm \(name)")
-        }
+        guard let volume = try await lookUp(doName: record.doName) else { return nil }
         registry.update(name) { $0.volumeID = volume.id }
         return volume
     }

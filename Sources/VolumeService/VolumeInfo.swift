@@ -36,6 +36,8 @@ extension VolumeInfo {
             "last_snapshot": record.lastSnapshot ?? "",
             "snapshot_every": record.schedule.map { SnapshotSchedule.text($0.every) } ?? "",
             "snapshot_keep": record.schedule?.keep.description ?? "",
+            "branch": record.branch ?? History.mainBranch,
+            "head": record.head ?? "",
         ]
         if let consistency = record.cloneConsistency { status["clone_consistency"] = consistency.rawValue }
         // What a container sees: the data directory (with its owner and mode) or the filesystem's root.

@@ -23,6 +23,7 @@ public actor VolumeService: VolumeDriver {
     let filesystems: Filesystems
     let snapshots: Snapshots
     let provisioning: Provisioning
+    let history: History
     let host: any HostFilesystem
     let devices: any DeviceWatching
     /// Each volume's sequences (attach → wait → mount), one at a time.
@@ -53,13 +54,19 @@ public actor VolumeService: VolumeDriver {
         self.actions = actions
         self.attachments = attachments
         self.filesystems = filesystems
-        snapshots = Snapshots(
+        let snapshots = Snapshots(
             configuration: configuration, api: api, registry: registry, finder: finder, filesystems: filesystems,
             volumeLocks: volumeLocks, snapshotLocks: AsyncKeyedLock(time: time) { "the snapshot of volume \($0)" }, time: time,
             logger: logger)
-        provisioning = Provisioning(
+        self.snapshots = snapshots
+        let provisioning = Provisioning(
             configuration: configuration, api: api, registry: registry, finder: finder, attachments: attachments,
             logger: logger)
+        self.provisioning = provisioning
+        history = History(
+            configuration: configuration, api: api, registry: registry, finder: finder, snapshots: snapshots,
+            provisioning: provisioning, attachments: attachments, actions: actions, heartbeat: heartbeat,
+            volumeLocks: volumeLocks, time: time, logger: logger)
     }
 
     /// The registry as it stands.
@@ -286,5 +293,44 @@ public actor VolumeService: VolumeDriver {
 
     public func deleteSnapshot(volume: String, snapshot: String) async throws {
         try await snapshots.delete(volume: volume, snapshot: snapshot)
+    }
+
+    // MARK: History
+
+    public func commit(volume: String, message: String) async throws -> CommitInfo {
+        try await history.commit(volume: volume, message: message)
+    }
+
+    public func log(volume: String) async throws -> [CommitInfo] {
+        try await history.log(volume: volume)
+    }
+
+    public func branches(volume: String) async throws -> [BranchInfo] {
+        try await withKnown(volume) { try await history.branches(volume: volume) }
+    }
+
+    public func checkout(volume: String, branch: String, create: Bool, from commit: String?) async throws -> BranchInfo {
+        try await withKnown(volume) {
+            create
+                ? try await history.checkoutNew(volume: volume, branch: branch, from: commit)
+                : try await history.checkout(volume: volume, branch: branch)
+        }
+    }
+
+    public func reset(volume: String, to commit: String?) async throws -> String {
+        try await withKnown(volume) { try await history.reset(volume: volume, to: commit) }
+    }
+
+    public func deleteBranch(volume: String, branch: String) async throws -> String {
+        try await withKnown(volume) { try await history.deleteBranch(volume: volume, branch: branch) }
+    }
+
+    /// Runs a history step on a volume this droplet knows, adopting it first (as a Mount does), within Docker's
+    /// deadline: a step holds the volume attached here, and a plugin stopped meanwhile releases it at its next start.
+    private func withKnown<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
+        try await withinDockersDeadline {
+            if registry[name] == nil { try await register(name, options: CreateOptions(), mayCreate: false) }
+            return try await body()
+        }
     }
 }

@@ -48,6 +48,74 @@ struct SnapshotEngineTests {
         }
     }
 
+    /// dvol's first steps from the command line: a commit (frozen: the volume is mounted), the log, Status's head.
+    @Test func commitAndLogFromTheCommandLine() async throws {
+        try await Self.withContainerOnPgdata(size: "1GiB", name: "db", script: "echo v1 > /data/state && exec sleep 3600") { lab, engine in
+            try await waitFor("the container to write") {
+                (try await engine.docker("exec", "db", "cat", "/data/state")).output == "v1\n"
+            }
+            let committed = try await Self.shell(engine, #"do-storage commit pgdata -m "import base schema""#)
+            #expect(committed.status == 0, "\(committed)")
+            let id = committed.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(engine.log.contains("Snapshot taken with the filesystem frozen"), "mounted here: frozen")
+            let log = try await Self.shell(engine, "do-storage log pgdata")
+            let lines = log.output.split(separator: "\n")
+            #expect(log.status == 0 && lines.count == 2 && lines[1].hasPrefix(id) && lines[1].hasSuffix("import base schema"), "\(log)")
+            let json = try await Self.shell(engine, "do-storage log pgdata --json")
+            let parsed = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [[String: Any]]
+            #expect(parsed?.first?["id"] as? String == id && parsed?.first?["message"] as? String == "import base schema", "\(json)")
+            #expect(parsed?.first?["branch"] as? String == "main" && parsed?.first?["created_at"] is String, "\(json)")
+            let head = try await engine.must("volume", "inspect", "pgdata", "--format", #"{{ index .Status "head" }}"#)
+            #expect(head == "\(id) import base schema")
+            let empty = try await Self.shell(engine, #"do-storage commit pgdata -m """#)
+            #expect(empty.status != 0 && empty.error.contains("a commit message is one line"), "\(empty)")
+        }
+    }
+
+    /// dvol's story from the command line on two engines: a container writes, commit, it writes again, reset --hard
+    /// brings the first state back; checkout -b, write, checkout main (from the second droplet) shows main's data.
+    @Test func dvolsStoryFromTheCommandLineOnTwoEngines() async throws {
+        try await EngineLab.withLab { lab in
+            let one = try await lab.startDroplet(1001)
+            let two = try await lab.startDroplet(1002)
+            try await lab.configureAndEnable(one, droplet: 1001)
+            try await lab.configureAndEnable(two, droplet: 1002)
+            try await one.must("volume", "create", "-d", lab.pluginName, "-o", "size=1GiB", "pgdata")
+            func write(_ engine: Engine, _ text: String) async throws {
+                try await engine.must(
+                    "run", "--rm", "--network", "none", "--volume-driver", lab.pluginName, "-v", "pgdata:/data", "bb", "sh", "-c",
+                    "echo \(text) > /data/state && sync")
+            }
+            func read(_ engine: Engine) async throws -> String {
+                try await engine.must("run", "--rm", "--network", "none", "--volume-driver", lab.pluginName, "-v", "pgdata:/data", "bb", "cat", "/data/state")
+            }
+            try await write(one, "base")
+            let commit = try await Self.shell(one, #"do-storage commit pgdata -m "import base schema""#)
+            #expect(commit.status == 0, "\(commit)")
+            try await write(one, "broken")
+            let soft = try await Self.shell(one, "do-storage reset pgdata")
+            #expect(soft.status != 0 && soft.error.contains("--hard"), "\(soft)")
+            let reset = try await Self.shell(one, "do-storage reset --hard pgdata")
+            #expect(reset.status == 0 && reset.output.contains("reset to"), "\(reset)")
+            #expect(try await read(one) == "base")
+            #expect(try await read(two) == "base", "the second droplet mounts the reset volume")
+
+            let branch = try await Self.shell(one, "do-storage checkout pgdata -b schema-tweaks")
+            #expect(branch.status == 0 && branch.output.hasPrefix("schema-tweaks "), "\(branch)")
+            try await write(one, "tweaked")
+            #expect(try await read(two) == "tweaked")
+            let back = try await Self.shell(two, "do-storage checkout pgdata main")
+            #expect(back.status == 0, "\(back)")
+            #expect(try await read(one) == "base", "main's data, on the droplet that wrote the branch's")
+            let list = try await Self.shell(one, "do-storage branch pgdata --json")
+            let parsed = try JSONSerialization.jsonObject(with: Data(list.output.utf8)) as? [[String: Any]]
+            #expect(parsed?.map { $0["name"] as? String } == ["main", "schema-tweaks"], "\(list)")
+            #expect(parsed?.map { $0["current"] as? Bool } == [true, false] && parsed?.first?["do_id"] is String, "\(list)")
+            let status = try await one.must("volume", "inspect", "pgdata", "--format", #"{{ index .Status "branch" }}"#)
+            #expect(status == "main")
+        }
+    }
+
     @Test func theReadmesCommandLineOnTheManagedPlugin() async throws {
         try await Self.withContainerOnPgdata(size: "2GiB", name: "db", script: "echo before > /data/PG_VERSION && exec sleep 3600") { lab, engine in
             let driver = lab.pluginName

@@ -217,33 +217,3 @@ extension ConcurrencyTests {
     }
 }
 
-/// DigitalOcean as a killed plugin reaches it: not at all, from the moment it is killed.
-final class KillableAPI: ForwardingAPI {
-    let base: any VolumeAPI
-    private let killed = NIOLockedValueBox(false)
-    init(base: any VolumeAPI) { self.base = base }
-    func kill() { killed.withLockedValue { $0 = true } }
-    private func alive() throws {
-        if killed.withLockedValue({ $0 }) { throw DOError(code: .transport, status: nil, message: "killed", operation: "call") }
-    }
-    func volumes(named name: String?, region: String?) async throws -> [Volume] {
-        try alive()
-        return try await base.volumes(named: name, region: region)
-    }
-    func volume(id: String) async throws -> Volume {
-        try alive()
-        return try await base.volume(id: id)
-    }
-    func attach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
-        try alive()
-        return try await base.attach(volumeID: volumeID, dropletID: dropletID, region: region)
-    }
-    func detach(volumeID: String, dropletID: Int, region: String) async throws -> Action {
-        try alive()
-        return try await base.detach(volumeID: volumeID, dropletID: dropletID, region: region)
-    }
-    func action(volumeID: String, actionID: Int) async throws -> Action {
-        try alive()
-        return try await base.action(volumeID: volumeID, actionID: actionID)
-    }
-}

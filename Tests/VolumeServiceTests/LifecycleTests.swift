@@ -108,6 +108,7 @@ import VolumeService
             "do_id": created.id, "do_name": "pgdata", "region": "nyc1", "size_gib": "20", "fstype": "xfs",
             "attached_to": "", "device": "", "mounts": "0", "created_by_plugin": "true", "last_error": "",
             "snapshots": "", "last_snapshot": "", "snapshot_every": "", "snapshot_keep": "",
+            "branch": "main", "head": "",
             "container_sees": "data directory (data/ of the filesystem, owner:group mode -:- -)",
         ])
     }
