@@ -194,6 +194,31 @@ import VolumeService
         #expect(try await a.service.log(volume: "pgdata").map(\.id) == main.map(\.id), "the next step finished the reset")
     }
 
+    /// checkout BRANCH whose last call (the old head tag off) fails, and branch -d cut off at its delete: one current
+    /// branch either way, the hold let go, and the next step finishes.
+    @Test func checkoutAndBranchDeleteInterrupted() async throws {
+        let harness = try ServiceHarness()
+        let faults = FaultyAPI(base: harness.api)
+        let a = try await harness.node(droplet: 1, api: faults)
+        try await a.service.create(name: "pgdata", options: ["size": "1"])
+        _ = try await a.service.commit(volume: "pgdata", message: "base")
+        _ = try await a.service.checkout(volume: "pgdata", branch: "side", create: true, from: nil)
+        faults.fail("untagVolume")
+        _ = try await a.service.checkout(volume: "pgdata", branch: "main", create: false, from: nil)
+        var history = await volumes(harness, "pgdata")
+        #expect(history.heads.count == 2, "the old head tag is still on")
+        #expect(try await a.service.branches(volume: "pgdata").first { $0.current }?.name == "main", "the higher head wins")
+
+        faults.fail("deleteVolume")
+        await #expect(throws: (any Error).self) { _ = try await a.service.deleteBranch(volume: "pgdata", branch: "side") }
+        history = await volumes(harness, "pgdata")
+        #expect(history.all.count == 2 && history.heads.count == 1, "nothing deleted; the stale head settled")
+        #expect(history.all.allSatisfy { $0.dropletIDs.isEmpty }, "the hold let go")
+        _ = try await a.service.deleteBranch(volume: "pgdata", branch: "side")
+        #expect(await volumes(harness, "pgdata").all.count == 1)
+        #expect(try await a.service.branches(volume: "pgdata").map(\.name) == ["main"])
+    }
+
     /// A plugin killed right after a step's decisive call (every later call lost): the name maps to the new branch
     /// on every droplet, and the restarted plugin releases the volume the step held, though its record has moved on.
     @Test func aPluginKilledAfterTheDecisiveCallLeavesTheNewBranchAndReleasesWhatItHeld() async throws {
