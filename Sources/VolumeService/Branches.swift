@@ -359,12 +359,16 @@ extension History {
             }
             return "the replaced volume \(volume.name) was deleted"
         }
+        // do-storage-branched stays: a droplet that remembers this volume for the name must still look for the current
+        // branch instead of mounting it.
         let ours = volume.tags.filter {
-            $0 == VolumeNames.nameTag(for: name) || $0 == Self.branchedTag || $0.hasPrefix(Self.branchTagPrefix) || $0.hasPrefix(Self.headTagPrefix)
+            $0 == VolumeNames.nameTag(for: name) || $0.hasPrefix(Self.branchTagPrefix) || $0.hasPrefix(Self.headTagPrefix)
+                || $0.hasPrefix(Self.resetTagPrefix)
         }
         try await cloud("untag the replaced volume \(volume.name)") {
             for tag in ours { try await api.untagVolume(id: volume.id, from: tag) }
         }
-        return "the replaced volume \(volume.name) (\(volume.id)) was kept, since do_storage did not make it; its do_storage tags are off"
+        return "the replaced volume \(volume.name) (\(volume.id)) was kept, since do_storage did not make it; its do_storage "
+            + "tags are off but \(Self.branchedTag), which sends a droplet that remembers it to the current branch"
     }
 }

@@ -127,18 +127,26 @@ import VolumeService
         }
     }
 
-    /// A volume do_storage did not make is kept, untagged, when a reset replaces it, and the command says so.
-    @Test func aVolumeMadeElsewhereIsKeptUntagged() async throws {
+    /// A volume do_storage did not make is kept when a reset replaces it, without the name's tags, and the command
+    /// says so; a droplet that remembered it mounts the reset volume, not the kept one. (Found by the demo.)
+    @Test func aVolumeMadeElsewhereIsKeptUntaggedAndNotMountedForTheName() async throws {
         let harness = try ServiceHarness()
         let original = try await harness.createVolume("legacy")
         let a = try await harness.node(droplet: 1)
+        let b = try await harness.node(droplet: 2)
         try await a.service.create(name: "legacy", options: [:])
+        _ = try await read(b, "legacy")  // b mounts it once, and remembers it
+        _ = try await a.service.mount(name: "legacy", id: "c1")
+        try await write("committed", a, "legacy")
         _ = try await a.service.commit(volume: "legacy", message: "before")
+        try await write("oops", a, "legacy")
+        try await a.service.unmount(name: "legacy", id: "c1")
         let reset = try await a.service.reset(volume: "legacy", to: nil)
         #expect(reset.contains("was kept, since do_storage did not make it"), "\(reset)")
         let kept = try await harness.api.volume(id: original.id)
-        #expect(!kept.tags.contains { $0.hasPrefix("do-storage") }, "\(kept.tags)")
+        #expect(kept.tags == ["do-storage-branched"], "\(kept.tags)")
         #expect(await volumes(harness, "legacy").all.count == 1)
+        #expect(try await read(b, "legacy") == "committed", "b remembered the kept volume")
     }
 
     /// Every interrupted step leaves the name on exactly one volume, and the next step settles the rest: a reset cut
