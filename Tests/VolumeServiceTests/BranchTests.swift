@@ -4,7 +4,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import Testing
 import TestSupport
-import VolumeService
+@testable import VolumeService
 
 /// History in place: reset, checkout and branches on DigitalOcean's own volumes and snapshots, the same Docker name
 /// all along, every droplet agreeing, and every interrupted step leaving the name on exactly one volume.
@@ -227,6 +227,31 @@ import VolumeService
         #expect(try await a.service.branches(volume: "pgdata").map(\.name) == ["main"])
     }
 
+    /// A branch's volume name that another Docker volume's volume holds is refused, not reused; checkout BRANCH cut
+    /// off at its decisive tag changes nothing. Either way the hold is let go.
+    @Test func aTakenBranchNameAndAFailedSwitchChangeNothing() async throws {
+        let harness = try ServiceHarness()
+        let faults = FaultyAPI(base: harness.api)
+        let a = try await harness.node(droplet: 1, api: faults)
+        try await a.service.create(name: "pgdata", options: ["size": "1"])
+        _ = try await a.service.commit(volume: "pgdata", message: "base")
+        let taken = History.volumeName(doName: "pgdata", branch: "x", generation: 2)
+        _ = try await harness.world.createVolume(
+            VolumeCreateRequest(name: taken, sizeGigabytes: 1, region: "nyc1", tags: ["do-storage-name:other"]))
+        await #expect { _ = try await a.service.checkout(volume: "pgdata", branch: "x", create: true, from: nil) } throws: {
+            ($0 as? VolumeError)?.code == .invalidName && "\($0)".contains("\"other\"")
+        }
+        var history = await volumes(harness, "pgdata")
+        #expect(history.all.count == 1 && history.heads.count == 1 && history.all[0].dropletIDs.isEmpty)
+
+        _ = try await a.service.checkout(volume: "pgdata", branch: "y", create: true, from: nil)
+        faults.fail("tagVolume")
+        await #expect(throws: (any Error).self) { _ = try await a.service.checkout(volume: "pgdata", branch: "main", create: false, from: nil) }
+        history = await volumes(harness, "pgdata")
+        #expect(history.heads.count == 1 && history.all.allSatisfy { $0.dropletIDs.isEmpty })
+        #expect(try await a.service.branches(volume: "pgdata").first { $0.current }?.name == "y")
+    }
+
     /// A plugin killed right after a step's decisive call (every later call lost): the name maps to the new branch
     /// on every droplet, and the restarted plugin releases the volume the step held, though its record has moved on.
     @Test func aPluginKilledAfterTheDecisiveCallLeavesTheNewBranchAndReleasesWhatItHeld() async throws {
@@ -309,5 +334,9 @@ final class FaultyAPI: ForwardingAPI {
     func deleteSnapshot(id: String) async throws {
         try check("deleteSnapshot")
         try await base.deleteSnapshot(id: id)
+    }
+    func tagVolume(id: String, with name: String) async throws {
+        try check("tagVolume")
+        try await base.tagVolume(id: id, with: name)
     }
 }

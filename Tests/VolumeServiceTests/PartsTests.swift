@@ -259,6 +259,27 @@ import TestSupport
         #expect(registry["a"]?.snapshotCount == 1 && registry["a"]?.lastSnapshot?.hasPrefix("by-hand at ") == true)
     }
 
+    // MARK: History
+
+    /// Branch volumes' DigitalOcean names are valid for any Docker name and branch, and distinct for each name,
+    /// branch and generation.
+    @Test func branchVolumeNamesAreValidAndDistinct() {
+        let long = String(repeating: "a", count: 64)
+        var names: Set<String> = []
+        for doName in ["pgdata", long, "v-0123abcd"] {
+            for branch in ["main", "schema-tweaks", String(repeating: "b", count: 30)] {
+                for generation in [2, 3, 999_999] {
+                    let name = History.volumeName(doName: doName, branch: branch, generation: generation)
+                    #expect(DigitalOceanNames.isValidVolumeName(name), "\(name)")
+                    names.insert(name)
+                }
+            }
+        }
+        #expect(names.count == 27)
+        #expect(throws: VolumeError.self) { try History.checkBranchName("-x") }
+        #expect(throws: VolumeError.self) { try History.checkBranchName(String(repeating: "b", count: 31)) }
+    }
+
     // MARK: Provisioning
 
     /// Options that contradict an existing volume are refused, naming the option; a volume made from a snapshot is
