@@ -104,6 +104,11 @@ import TestSupport
         try await write("two", a, "pgdata")
         _ = try await a.service.commit(volume: "pgdata", message: "two")
         try await a.service.unmount(name: "pgdata", id: "c1")
+        // checkout -b --from an older commit: that commit's data, on the new branch; main keeps its own.
+        _ = try await a.service.checkout(volume: "pgdata", branch: "from-one", create: true, from: one.id)
+        #expect(try await read(a, "pgdata") == "one")
+        _ = try await a.service.checkout(volume: "pgdata", branch: "main", create: false, from: nil)
+        #expect(try await read(a, "pgdata") == "two")
 
         await #expect { _ = try await a.service.reset(volume: "pgdata", to: "0000") } throws: { "\($0)".contains("has no commit 0000") }
         let reset = try await a.service.reset(volume: "pgdata", to: one.id)
@@ -291,7 +296,8 @@ import TestSupport
         let failures = results.compactMap { if case .failure(let error) = $0 { "\(error)" } else { nil } }
         #expect(failures.count == 1, "\(failures)")
         #expect(failures.allSatisfy { $0.contains("attached to droplet") }, "\(failures)")
-        #expect(await volumes(harness, "pgdata").heads.count == 1)
+        let history = await volumes(harness, "pgdata")
+        #expect(history.heads.count == 1 && history.all.allSatisfy { $0.dropletIDs.isEmpty }, "nothing left half-done")
     }
 }
 
