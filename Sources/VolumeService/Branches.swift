@@ -137,7 +137,7 @@ extension History {
             if let holder = target.dropletIDs.first {
                 throw VolumeError(.inUse, "branch \(branch) of volume \(name) is attached to droplet \(holder); stop what uses it there first")
             }
-            return "volume \(name): branch \(branch) deleted; " + (try await self.retire(target, name: name))
+            return "volume \(name): branch \(branch) deleted; " + (try await self.retire(target, name: name, as: "its volume"))
         }
     }
 }
@@ -347,7 +347,7 @@ extension History {
 
     /// Takes a volume out of the history: deleted when do_storage made it, else kept without its do_storage tags.
     /// Returns what became of it, in words.
-    private func retire(_ volume: Volume, name: String) async throws -> String {
+    private func retire(_ volume: Volume, name: String, as what: String = "the replaced volume") async throws -> String {
         if volume.dropletIDs.contains(configuration.dropletID) {
             try await attachments.detachHere(volumeID: volume.id, doName: volume.name, name: name)
         }
@@ -355,9 +355,9 @@ extension History {
             do {
                 try await api.deleteVolume(id: volume.id)
             } catch let error as DOError where error.code != .notFound {
-                throw VolumeError(.cloud, "cannot delete the replaced volume \(volume.name) of \(name): \(error)")
+                throw VolumeError(.cloud, "cannot delete \(what) \(volume.name) of \(name): \(error)")
             }
-            return "the replaced volume \(volume.name) was deleted"
+            return "\(what) \(volume.name) was deleted"
         }
         // do-storage-branched stays: a droplet that remembers this volume for the name must still look for the current
         // branch instead of mounting it.
@@ -365,10 +365,10 @@ extension History {
             $0 == VolumeNames.nameTag(for: name) || $0.hasPrefix(Self.branchTagPrefix) || $0.hasPrefix(Self.headTagPrefix)
                 || $0.hasPrefix(Self.resetTagPrefix)
         }
-        try await cloud("untag the replaced volume \(volume.name)") {
+        try await cloud("untag \(what) \(volume.name)") {
             for tag in ours { try await api.untagVolume(id: volume.id, from: tag) }
         }
-        return "the replaced volume \(volume.name) (\(volume.id)) was kept, since do_storage did not make it; its do_storage "
+        return "\(what) \(volume.name) (\(volume.id)) was kept, since do_storage did not make it; its do_storage "
             + "tags are off but \(Self.branchedTag), which sends a droplet that remembers it to the current branch"
     }
 }

@@ -87,7 +87,7 @@ import TestSupport
         }
         _ = try await a.service.checkout(volume: "pgdata", branch: "main", create: false, from: nil)
         let deleted = try await a.service.deleteBranch(volume: "pgdata", branch: "schema-tweaks")
-        #expect(deleted.contains("branch schema-tweaks deleted"), "\(deleted)")
+        #expect(deleted.contains("branch schema-tweaks deleted; its volume") && deleted.contains("was deleted"), "\(deleted)")
         #expect(await volumes(harness, "pgdata").all.count == 1)
         #expect(try await a.service.log(volume: "pgdata").map(\.id) == [base.id])
     }
