@@ -70,6 +70,18 @@ import Testing
         try await expectError(.notFound) { try await client.snapshot(id: snapshot.id) }
         let second = try await client.createSnapshot(volumeID: volume.id, name: "pgdata-2", tags: [])
         _ = try await raw(transport, running, .delete, "/v2/snapshots/\(second.id)", nil)
+        // History: a commit (a snapshot with its tags); a volume's head tag put on and taken off. (The account's
+        // listing of volume snapshots, GET /v2/snapshots?resource_type=volume, is not in the document's block-storage
+        // paths, so it is left out here; the real-engine tests read commits through it.)
+        let commit = try await client.createSnapshot(
+            volumeID: volume.id, name: "import base schema", tags: ["do-storage-commit", "do-storage-name:pgdata", "do-storage-branch:main"])
+        #expect(try await client.snapshot(id: commit.id).tags.contains("do-storage-commit"))
+        try await client.createTag(name: "do-storage-head:2")
+        try await client.tagVolume(id: volume.id, with: "do-storage-head:2")
+        #expect(try await client.volume(id: volume.id).tags.contains("do-storage-head:2"))
+        try await client.untagVolume(id: volume.id, from: "do-storage-head:2")
+        #expect(try await !client.volume(id: volume.id).tags.contains("do-storage-head:2"))
+        try await client.deleteSnapshot(id: commit.id)
         // The heartbeat: a tag made, put on the droplet, seen in the droplet object, deleted.
         try await client.createTag(name: "do-storage-lease-1001-1795000000")
         try await client.tag(dropletID: 1001, with: "do-storage-lease-1001-1795000000")
