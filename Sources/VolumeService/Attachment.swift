@@ -217,8 +217,9 @@ final class Attachments: Sendable {
         return released
     }
 
-    /// Attaches and waits for the action. Returns true when this call attached it.
-    func attach(_ volume: Volume, watch: any DeviceWatch, name: String) async throws -> Bool {
+    /// Attaches and waits for the action (asking again the moment `watch`'s device appears, when there is one).
+    /// Returns true when this call attached it.
+    func attach(_ volume: Volume, watch: (any DeviceWatch)?, name: String) async throws -> Bool {
         let me = configuration.dropletID
         let deadline = time.limit(after: configuration.actionTimeout)
         let action: Action

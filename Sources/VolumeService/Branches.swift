@@ -30,8 +30,11 @@ extension History {
     }
 
     /// The branch a volume holds; `main` for one that never branched.
-    static func branch(of volume: Volume) -> String {
-        volume.tags.first { $0.hasPrefix(branchTagPrefix) }.map { String($0.dropFirst(branchTagPrefix.count)) } ?? mainBranch
+    static func branch(of volume: Volume) -> String { branch(in: volume.tags) }
+
+    /// The branch a volume's or a commit's tags name; `main` when they name none.
+    static func branch(in tags: [String]) -> String {
+        tags.first { $0.hasPrefix(branchTagPrefix) }.map { String($0.dropFirst(branchTagPrefix.count)) } ?? mainBranch
     }
 
     /// Refuses what is not a branch name.
@@ -233,25 +236,7 @@ extension History {
         guard !volume.dropletIDs.contains(configuration.dropletID) else { return false }
         registry.update(name) { $0.attachRequested = time.wallClock() }
         try await registry.save()
-        do {
-            try await actions.oneAtATime {
-                let deadline = time.limit(after: configuration.actionTimeout)
-                let action = try await actions.post("attach", name: name, deadline: deadline) {
-                    try await api.attach(volumeID: volume.id, dropletID: configuration.dropletID, region: configuration.region)
-                }
-                try await actions.wait(for: action, volumeID: volume.id, watch: nil, present: true, deadline: deadline, what: "attach", name: name)
-            }
-        } catch let error as DOError where error.reason == .alreadyAttached {
-            let now = try await api.volume(id: volume.id)
-            if now.dropletIDs.contains(configuration.dropletID) { return false }
-            throw VolumeError(
-                .inUse,
-                "volume \(name) was attached to droplet \(now.dropletIDs.first.map(String.init) ?? "?") meanwhile: in use "
-                    + "there, or being switched from there; try again once it is released")
-        } catch let error as DOError {
-            throw VolumeError(.cloud, "cannot hold volume \(name) for the step: \(error)")
-        }
-        return true
+        return try await actions.oneAtATime { try await attachments.attach(volume, watch: nil, name: name) }
     }
 
     /// Ends the step's hold: detaches the volume it held unless the step retired it; a detach that fails is

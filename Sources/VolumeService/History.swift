@@ -51,18 +51,18 @@ struct History: Sendable {
                 .invalidOption,
                 "a commit message is one line of 1 to \(Self.maxMessageBytes) bytes: do-storage commit \(name) -m \"what changed\"")
         }
-        let volume = try await finder.onDigitalOcean(name)
-        let branch = Self.branch(of: volume)
-        // Snapshot names are unique per volume: a message used before on this volume gets a number after it.
-        let taken = Set(try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }.map(\.name))
-        var snapshotName = message
-        var number = 2
-        while taken.contains(snapshotName) {
-            snapshotName = "\(message) (\(number))"
-            number += 1
+        let snapshot = try await snapshots.take(of: name) { volume in
+            // Snapshot names are unique per volume: a message used before on this volume gets a number after it.
+            let taken = Set(try await cloud("list the snapshots of volume \(name)") { try await api.snapshots(volumeID: volume.id) }.map(\.name))
+            var snapshotName = message
+            var number = 2
+            while taken.contains(snapshotName) {
+                snapshotName = "\(message) (\(number))"
+                number += 1
+            }
+            return (snapshotName, [Self.commitTag, VolumeNames.nameTag(for: name), Self.branchTag(Self.branch(of: volume))])
         }
-        let snapshot = try await snapshots.take(
-            of: name, name: snapshotName, tags: [Self.commitTag, VolumeNames.nameTag(for: name), Self.branchTag(branch)])
+        let branch = Self.branch(in: snapshot.tags)
         let commit = CommitInfo(id: snapshot.id, message: snapshot.name, createdAt: snapshot.createdAt, branch: branch)
         await noteHead(commit, of: name)
         logger.info("Committed", metadata: ["volume.name": "\(name)", "do.snapshot.id": "\(snapshot.id)", "branch": "\(branch)"])

@@ -29,21 +29,27 @@ struct Snapshots: Sendable {
         guard !snapshotName.isEmpty, snapshotName.utf8.count <= 255 else {
             throw VolumeError(.invalidOption, "a snapshot name has 1 to 255 characters")
         }
-        return Self.info(try await take(of: name, name: snapshotName, tags: []))
+        return Self.info(try await take(of: name) { _ in (snapshotName, []) })
     }
 
     /// Takes a snapshot of the Docker volume `name`, whether or not this droplet knows it: frozen when it is mounted
-    /// here, and noted in its record when this droplet knows it.
-    func take(of name: String, name snapshotName: String, tags: [String]) async throws -> Snapshot {
+    /// here, and noted in its record when this droplet knows it. `naming` gives the snapshot's name and tags from the
+    /// volume as DigitalOcean has it now (read once).
+    func take(
+        of name: String, _ naming: (Volume) async throws -> (name: String, tags: [String])
+    ) async throws -> Snapshot {
         if registry[name] != nil {
             return try await volumeLocks.withLock(name) {
                 let volume = try await finder.current(name)
+                let (snapshotName, tags) = try await naming(volume)
                 let (snapshot, _) = try await takeSnapshot(of: volume, volume: name, name: snapshotName, tags: tags)
                 try await registry.save()
                 return snapshot
             }
         }
-        return try await snapshot(try await finder.onDigitalOcean(name), name: snapshotName, tags: tags)
+        let volume = try await finder.onDigitalOcean(name)
+        let (snapshotName, tags) = try await naming(volume)
+        return try await snapshot(volume, name: snapshotName, tags: tags)
     }
 
     func list(volume name: String) async throws -> [SnapshotInfo] {

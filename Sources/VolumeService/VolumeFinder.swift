@@ -77,7 +77,7 @@ final class VolumeFinder: Sendable {
     /// remembered; the record follows it.
     func current(_ name: String) async throws -> Volume {
         let found = try await remembered(name)
-        guard found == nil || found!.tags.contains(History.branchedTag) else { return found! }
+        if let found, !found.tags.contains(History.branchedTag) { return found }
         guard let volume = History.head(of: try await historyVolumes(of: name)) ?? found else {
             let doName = try registry.known(name).doName
             throw VolumeError(

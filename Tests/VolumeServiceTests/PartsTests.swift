@@ -78,12 +78,12 @@ import TestSupport
     /// name is found by the name once its old id is gone, and the new id noted.
     @Test func theFinderRemembersMissesAndFollowsANewID() async throws {
         let harness = try ServiceHarness()
-        let counting = CountingAPI(base: harness.api)
         let (configuration, registry) = try await droplet(harness)
-        let finder = VolumeFinder(configuration: configuration, api: counting, registry: registry, time: .system, logger: logger)
+        let finder = VolumeFinder(configuration: configuration, api: harness.api, registry: registry, time: .system, logger: logger)
+        harness.api.calls.reset()
         #expect(try await finder.lookUp(doName: "nothing") == nil)
         #expect(try await finder.lookUp(doName: "nothing") == nil)
-        #expect(counting.listings == 1)
+        #expect(harness.api.calls.byName["GET /v2/volumes"] == 1)
         let first = try await harness.createVolume("pgdata")
         registry.add(record("pgdata", first))
         try await harness.world.deleteVolume(id: first.id)
@@ -152,11 +152,11 @@ import TestSupport
     /// nothing again, it takes it down.
     @Test func theHeartbeatBeatsOnlyWhileTheDropletHoldsAVolume() async throws {
         let harness = try ServiceHarness()
-        let counting = CountingAPI(base: harness.api)
         let (configuration, registry) = try await droplet(harness)
-        let heartbeat = Heartbeat(configuration: configuration, api: counting, registry: registry, time: .system, logger: logger)
+        let heartbeat = Heartbeat(configuration: configuration, api: harness.api, registry: registry, time: .system, logger: logger)
+        harness.api.calls.reset()
         #expect(await heartbeat.beat() == configuration.leaseRenew)
-        #expect(counting.calls == 0)
+        #expect(harness.api.calls.total == 0)
         try await heartbeat.whileMounting {
             #expect(heartbeat.holdsVolumes)
             await heartbeat.beat()
@@ -307,34 +307,6 @@ import TestSupport
         let made = try await provisioning.create(
             name: "copy", doName: "copy", options: CreateOptions(parsing: [:], defaultFilesystem: .ext4), from: snapshot)
         #expect(made.sizeGigabytes == snapshot.minDiskSize && made.tags.contains(VolumeNames.originTagPrefix + snapshot.id))
-    }
-}
-
-/// Counts the calls that reach DigitalOcean.
-final class CountingAPI: ForwardingAPI {
-    let base: any VolumeAPI
-    private let counts = NIOLockedValueBox<(calls: Int, listings: Int)>((0, 0))
-
-    init(base: any VolumeAPI) { self.base = base }
-
-    var calls: Int { counts.withLockedValue { $0.calls } }
-    var listings: Int { counts.withLockedValue { $0.listings } }
-
-    func volumes(named name: String?, region: String?) async throws -> [Volume] {
-        counts.withLockedValue { $0.calls += 1; $0.listings += 1 }
-        return try await base.volumes(named: name, region: region)
-    }
-    func createTag(name: String) async throws {
-        counts.withLockedValue { $0.calls += 1 }
-        try await base.createTag(name: name)
-    }
-    func tag(dropletID: Int, with name: String) async throws {
-        counts.withLockedValue { $0.calls += 1 }
-        try await base.tag(dropletID: dropletID, with: name)
-    }
-    func deleteTag(name: String) async throws {
-        counts.withLockedValue { $0.calls += 1 }
-        try await base.deleteTag(name: name)
     }
 }
 
